@@ -1,0 +1,112 @@
+"""What a pool needs from a DB-API driver, and the driver-independent parts of it."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import select
+from typing import Any
+
+
+class TxStatus(enum.IntEnum):
+    """libpq's PQtransactionStatus, which both psycopg generations report."""
+
+    IDLE = 0
+    ACTIVE = 1
+    INTRANS = 2
+    INERROR = 3
+    UNKNOWN = 4
+
+
+_POLL_DEAD = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
+_devnull_fd: int | None = None
+
+
+def _devnull() -> int:
+    global _devnull_fd
+    if _devnull_fd is None:
+        _devnull_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    return _devnull_fd
+
+
+class Driver:
+    """Base driver: subclasses implement connect, status, rollback and ping for one library."""
+
+    name = "base"
+    #: exception classes that mean "the connection is unusable" (subclasses extend it)
+    disconnect_errors: tuple[type[BaseException], ...] = (OSError,)
+
+    def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    def fileno(self, conn: Any) -> int:
+        """The socket's file descriptor, or -1 when there is none."""
+        try:
+            return int(conn.fileno())
+        except Exception:
+            return -1
+
+    def is_closed(self, conn: Any) -> bool:
+        raise NotImplementedError
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        raise NotImplementedError
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def ping(self, conn: Any, timeout: float) -> None:
+        """One round trip that leaves the transaction status as it was; raise if it fails."""
+        raise NotImplementedError
+
+    def close(self, conn: Any) -> None:
+        """Close the connection; never raise (it may be dead, or closed already)."""
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.disconnect_errors)
+
+    def make_poller(self, fd: int) -> select.poll | None:
+        """A poller registered once per connection: checking it costs one syscall."""
+        if fd < 0:
+            return None
+        poller = select.poll()
+        poller.register(fd, _POLL_DEAD)
+        return poller
+
+    @staticmethod
+    def readable(poller: select.poll | None) -> bool:
+        """True when the server sent something (EOF, a FATAL notice) on an idle connection."""
+        if poller is None:
+            return True
+        return bool(poller.poll(0))
+
+    def abandon(self, conn: Any, fd: int) -> None:
+        """Drop a connection inherited across fork() without sending anything to the server.
+
+        The descriptor is pointed at /dev/null first, so whatever the driver writes while it
+        closes (libpq's Terminate, an SSL close_notify) goes nowhere: the parent's session on
+        the shared socket is untouched.
+        """
+        self.abandon_fd(fd)
+        self.close(conn)
+
+    @staticmethod
+    def abandon_fd(fd: int) -> None:
+        """Point *fd* at /dev/null: whoever still holds the connection can no longer reach
+        the server through it (writes vanish, reads see end-of-file)."""
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.dup2(_devnull(), fd, inheritable=False)
+
+
+def poll_wait(fd: int, events: int, timeout: float) -> bool:
+    """Wait up to *timeout* seconds for *events* on *fd*; True when they happened."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(max(0.0, timeout) * 1000.0))

@@ -1,0 +1,62 @@
+"""psycopg 3."""
+
+from __future__ import annotations
+
+import math
+import select
+import time
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from connguard.drivers.base import Driver, TxStatus, poll_wait
+
+
+class PsycopgDriver(Driver):
+    name = "psycopg"
+    disconnect_errors = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+    def __init__(self, connection_class: type[psycopg.Connection[Any]] | None = None) -> None:
+        self.connection_class = connection_class or psycopg.Connection
+
+    def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        kw = dict(kwargs)
+        if (
+            timeout is not None
+            and "connect_timeout" not in kw
+            and "connect_timeout" not in conninfo
+        ):
+            kw["connect_timeout"] = max(2, math.ceil(timeout))
+        return self.connection_class.connect(conninfo, **kw)
+
+    def is_closed(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return TxStatus(conn.pgconn.transaction_status)
+
+    def ping(self, conn: Any, timeout: float) -> None:
+        # Talk to libpq directly: an empty query, no BEGIN even when autocommit is off,
+        # bounded by *timeout* even when the network swallows packets.
+        pgconn = conn.pgconn
+        if pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError("connection is closed")
+        deadline = time.monotonic() + timeout
+        pgconn.send_query(b"")
+        while pgconn.flush():
+            if not poll_wait(pgconn.socket, select.POLLOUT, deadline - time.monotonic()):
+                raise psycopg.OperationalError(f"ping timed out after {timeout:.2f} s")
+        failed = None
+        while True:
+            while pgconn.is_busy():
+                if not poll_wait(pgconn.socket, select.POLLIN, deadline - time.monotonic()):
+                    raise psycopg.OperationalError(f"ping timed out after {timeout:.2f} s")
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                break
+            if res.status == pq.ExecStatus.FATAL_ERROR:
+                failed = res.error_message.decode(errors="replace").strip()
+        if failed is not None or pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError(failed or "connection is closed")

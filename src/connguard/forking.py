@@ -1,0 +1,34 @@
+"""Fork safety: in a child, every pool abandons what it inherited and starts afresh.
+
+``os.register_at_fork`` runs :func:`_after_fork_in_child` in every child made by ``os.fork()``
+(and by C code that calls ``PyOS_AfterFork_Child``: uWSGI, multiprocessing, Celery's billiard).
+Nothing is sent to the server on an inherited socket: see ``Driver.abandon``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+from typing import Any, Protocol
+
+
+class _ForkAware(Protocol):
+    def _after_fork_in_child(self) -> None: ...
+
+
+_registry: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register(obj: _ForkAware) -> None:
+    """Call ``obj._after_fork_in_child()`` in each child process while *obj* is alive."""
+    _registry.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_registry):
+        with contextlib.suppress(Exception):  # a hook must never break the child
+            obj._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,38 @@
+"""The background task of a pool: fill to min_size, expire, keep alive, reap, probe.
+
+The thread holds only a weak reference to its pool, so a pool that is dropped without
+``close()`` stops its thread; an error in one round is logged and never kills the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connguard.pool import ConnectionPool
+
+logger = logging.getLogger("connguard.maintenance")
+
+
+class Maintenance(threading.Thread):
+    def __init__(self, pool: ConnectionPool) -> None:
+        super().__init__(name=f"connguard-{pool.name}", daemon=True)
+        self._pool = weakref.ref(pool)
+        self._wake = pool._wake
+
+    def run(self) -> None:
+        while True:
+            pool = self._pool()
+            if pool is None or pool._closed or pool._worker is not self:
+                return
+            try:
+                delay = pool._maintain()
+            except Exception:
+                logger.exception("pool %r: maintenance round failed", pool.name)
+                delay = 1.0
+            del pool
+            self._wake.wait(delay)
+            self._wake.clear()

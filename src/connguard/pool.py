@@ -1,0 +1,985 @@
+"""ConnectionPool: checkout / checkin / close / resize.
+
+Design, in the order a reader needs it:
+
+- An :class:`~connguard.entry.Entry` owns one server connection; a
+  :class:`~connguard.entry.Lease` is one checkout of it. Idle entries sit on a stack (LIFO:
+  hot connections stay hot, cold ones age out through ``max_idle``); checked-out entries are
+  indexed by ``id(conn)`` and hold only a weak reference to the connection, so one that the
+  caller drops without ``putconn`` gives its slot back when it is garbage-collected.
+- State changes happen under one lock; network I/O never does (connect, ping, rollback,
+  close all happen after the lock is released). The locked step decides; the caller acts.
+- Liveness at checkout costs one ``poll()`` syscall: a connection the server closed is
+  readable (EOF or a FATAL message). A protocol ping is only sent when the connection sat idle
+  longer than ``ping_interval`` or the poll saw data. Dead ones are replaced within the
+  caller's timeout; the caller never receives one.
+- Fork: see :mod:`connguard.forking`. A child abandons every inherited connection without
+  sending a byte on it, rebuilds its lock and background thread, and opens its own.
+- Server down: a circuit breaker. After a failed connect, callers that would have to connect
+  fail within milliseconds with :class:`~connguard.errors.PoolUnavailable` naming the last
+  error, while one attempt at a time (jittered exponential backoff, from a caller or the
+  background task) probes the server; the first success closes the breaker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from time import monotonic
+from typing import Any
+
+from connguard import forking
+from connguard.config import PoolConfig, build_config, mask_conninfo
+from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.entry import Entry, Lease, format_stack, short_stack
+from connguard.errors import (
+    ForeignConnection,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    PoolUnavailable,
+    TooManyRequests,
+)
+
+logger = logging.getLogger("connguard.pool")
+
+_pool_numbers = itertools.count(1)
+_CONNECT = object()  # _reserve() verdict: the caller holds a slot and must open a connection
+_INF = math.inf
+
+
+class _Waiter:
+    """A queued getconn(): granted either a connection entry or a slot to connect with."""
+
+    __slots__ = ("closed", "entry", "lock", "slot")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.entry: Entry | None = None
+        self.slot = False
+        self.closed = False
+
+    def wake_closed(self) -> None:
+        self.closed = True
+        self.lock.release()
+
+    def grant(self, entry: Entry | None) -> None:
+        if entry is None:
+            self.slot = True
+        else:
+            self.entry = entry
+        self.lock.release()
+
+
+def _no_stack() -> None:
+    return None
+
+
+class ConnectionPool:
+    """A bounded, fork-safe, self-healing pool of DB-API connections.
+
+    Names follow ``psycopg_pool.ConnectionPool`` so code can switch by changing the import.
+    """
+
+    def __init__(
+        self,
+        conninfo: str = "",
+        *,
+        driver: str | Driver = "psycopg",
+        connect: Callable[..., Any] | None = None,
+        name: str | None = None,
+        min_size: int = 0,
+        max_size: int | None = None,
+        timeout: float = 30.0,
+        max_lifetime: float = 3600.0,
+        max_idle: float = 600.0,
+        max_waiting: int = 0,
+        leak_threshold: float = 0.0,
+        reconnect_timeout: float = 300.0,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        settings: dict[str, Any] = dict(
+            conninfo=conninfo, driver=driver, connect=connect, min_size=min_size,
+            max_size=max_size, timeout=timeout, max_lifetime=max_lifetime, max_idle=max_idle,
+            max_waiting=max_waiting, leak_threshold=leak_threshold,
+            reconnect_timeout=reconnect_timeout, kwargs=kwargs or {},
+        )  # fmt: skip
+        if name is not None:
+            settings["name"] = name
+        settings.update(options)
+        where = options.pop("_where", None)
+        settings.pop("_where", None)
+        config = build_config(settings, where=where) if where else build_config(settings)
+        if name is None:
+            config = _replace(config, name=f"pool-{next(_pool_numbers)}")
+        self._setup(config)
+        forking.register(self)
+        if config.open is not False:
+            self.open()
+
+    # -- construction -------------------------------------------------------------------
+
+    def _setup(self, config: PoolConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._driver: Driver = (
+            get_driver(config.driver)
+            if config.connection_class is None
+            else _psycopg_driver(config.connection_class)
+        )
+        self._connect_fn = config.connect
+        self._min_size = config.min_size
+        self._max_size = config.max_size
+        self._capture: Callable[[], Any] = (
+            (lambda: short_stack(skip=3)) if config.leak_threshold else _no_stack
+        )
+        self._ping_interval = config.ping_interval or _INF
+        self._reset_state()
+        self._opened = False
+        self._closed = True
+
+    def _reset_state(self) -> None:
+        """Everything that must be fresh in a new process (and in a new pool)."""
+        self._lock = threading.Lock()
+        self._idle: list[Entry] = []
+        self._out: dict[int, Entry] = {}
+        self._entries: dict[int, Entry] = {}
+        self._size = 0  # entries + slots reserved by connects under way
+        self._waiters: deque[_Waiter] = deque()
+        self._reclaim: deque[Entry] = deque()
+        self._inherited: dict[int, Entry] = {}
+        self._generation = 0
+        self._pid = os.getpid()
+        self._worker: threading.Thread | None = None
+        self._wake = threading.Event()
+        # circuit breaker
+        self._down_since: float | None = None
+        self._last_error: str | None = None
+        self._next_attempt = 0.0
+        self._attempt_in_flight = False
+        self._backoff = 0.0
+        self._reconnect_failed_called = False
+        # statistics
+        self._checkouts = 0
+        self._stats: Counter[str] = Counter()
+        self._fork_report: str | None = None
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool (done by the constructor unless ``open=False``)."""
+        with self._lock:
+            if self._opened and not self._closed:
+                return
+            if self._opened:
+                raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+            self._opened = True
+            self._closed = False
+        if self._min_size:
+            self._ensure_worker()
+        if wait:
+            self.wait(timeout)
+
+    # -- checkout -----------------------------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        """Take a live connection, waiting up to *timeout* seconds (default: the pool's)."""
+        now = monotonic()
+        if timeout is None:
+            timeout = self.config.timeout
+        deadline = now + timeout
+        while True:
+            with self._lock:
+                if self._idle and not self._closed:
+                    entry: Entry | None = self._idle.pop()
+                    conn = entry.conn  # type: ignore[union-attr]
+                    key = id(conn)
+                    self._out[key] = entry  # type: ignore[assignment]
+                    self._checkouts += 1
+                    verdict: Any = None
+                else:
+                    entry = None
+                    verdict = self._reserve(now, deadline)
+            if entry is not None:
+                if (
+                    now < entry.expires
+                    and now - entry.last_used < self._ping_interval
+                    and not self._driver.readable(entry.poller)
+                ) or self._revalidate(entry, now):
+                    entry.conn = None  # held weakly while out: a dropped one is reclaimed
+                    entry.lease = Lease(key, now, self._capture())
+                    return conn
+            elif verdict is _CONNECT:
+                entry = self._open_connection(deadline)
+                if entry is not None:
+                    return self._lend_new(entry, now)
+            elif verdict is not None:
+                granted = self._wait(verdict, deadline, timeout)
+                if granted is not None:
+                    with self._lock:
+                        conn = granted.conn
+                        key = id(conn)
+                        self._out[key] = granted
+                        self._checkouts += 1
+                    if self._revalidate(granted, monotonic()):
+                        granted.conn = None
+                        granted.lease = Lease(key, now, self._capture())
+                        return conn
+                else:  # granted a slot: connect with it
+                    entry = self._open_connection(deadline)
+                    if entry is not None:
+                        return self._lend_new(entry, now)
+            now = monotonic()
+            if now >= deadline:
+                raise self._timeout_error(timeout)
+
+    def _lend_new(self, entry: Entry, now: float) -> Any:
+        conn = entry.conn
+        key = id(conn)
+        with self._lock:
+            self._out[key] = entry
+            self._checkouts += 1
+        entry.conn = None
+        entry.lease = Lease(key, now, self._capture())
+        return conn
+
+    def _reserve(self, now: float, deadline: float) -> Any:
+        """Locked step when no idle connection is at hand: connect, queue, or refuse."""
+        if self._closed:
+            raise PoolClosed(self._closed_message())
+        if self._fork_report is not None:
+            logger.warning(self._fork_report)
+            self._fork_report = None
+        if self._worker is None:
+            self._start_worker_locked()
+        if self._reclaim:
+            self._drain_reclaim_locked()
+            if self._idle:
+                return None  # loop again: take it
+        if self._size < self._max_size and not self._waiters:
+            if self._down_since is not None:
+                if self._attempt_in_flight or now < self._next_attempt:
+                    raise self._unavailable_error()
+                self._attempt_in_flight = True
+            self._size += 1
+            return _CONNECT
+        if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
+            self._stats["requests_shed"] += 1
+            raise TooManyRequests(
+                f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
+                f"(max_waiting={self.config.max_waiting}); shedding load. "
+                f"State: {self._state_text()}",
+                snapshot=self._snapshot(),
+            )
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        self._stats["requests_queued"] += 1
+        return waiter
+
+    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
+        started = monotonic()
+        acquired = waiter.lock.acquire(timeout=max(0.0, deadline - started))
+        if not acquired:
+            with self._lock:
+                try:
+                    self._waiters.remove(waiter)
+                    queued = True
+                except ValueError:
+                    queued = False  # granted while we gave up: take the grant
+            if queued:
+                self._count("requests_wait_ms", int((monotonic() - started) * 1000))
+                raise self._timeout_error(timeout)
+        self._count("requests_wait_ms", int((monotonic() - started) * 1000))
+        if waiter.closed:
+            raise PoolClosed(self._closed_message())
+        if waiter.slot:
+            return None
+        return waiter.entry
+
+    def _revalidate(self, entry: Entry, now: float) -> bool:
+        """Slow liveness check of an entry just taken out of the pool; retire it if stale.
+
+        Returns True when it may be lent (it stays registered as out), False after retiring.
+        """
+        if now >= entry.expires:
+            self._retire(entry, "connections_expired")
+            return False
+        if entry.generation != self._generation:
+            self._retire(entry, "connections_discarded")
+            return False
+        conn = entry.conn
+        if now - entry.last_used >= self._ping_interval or self._driver.readable(entry.poller):
+            self._count("pings")
+            try:
+                self._driver.ping(conn, self.config.ping_timeout)
+            except Exception as exc:
+                logger.info(
+                    "pool %r: %s is dead (%s); replacing it",
+                    self.name, entry.describe(), _one_line(exc),
+                )  # fmt: skip
+                self._retire(entry, "connections_lost")
+                return False
+            entry.last_used = monotonic()
+        if self.config.check is not None:
+            try:
+                self.config.check(conn)
+            except Exception as exc:
+                logger.info("pool %r: check() rejected %s: %s", self.name, entry.describe(), exc)
+                self._retire(entry, "connections_lost")
+                return False
+        return True
+
+    # -- opening connections --------------------------------------------------------------
+
+    def _open_connection(self, deadline: float | None) -> Entry | None:
+        """Open a connection for a slot already reserved. None when it failed: the breaker
+        is then open and the caller's next turn fails fast (or, past the deadline, times out)."""
+        started = monotonic()
+        timeout = self.config.connect_timeout
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - started))
+        origin = short_stack(skip=3, limit=6)
+        try:
+            if self._connect_fn is not None:
+                conn = self._connect_fn(self.config.conninfo, **self.config.kwargs)
+            else:
+                conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
+            if self.config.configure is not None:
+                try:
+                    self.config.configure(conn)
+                except Exception:
+                    self._driver.close(conn)
+                    raise
+        except Exception as exc:
+            self._connect_failed(exc, started)
+            if deadline is None:
+                return None
+            raise self._unavailable_error(exc) from exc
+        now = monotonic()
+        if self._pid != os.getpid():  # forked by code that skipped the fork hooks
+            self._driver.abandon(conn, self._driver.fileno(conn))
+            self._after_fork_in_child()
+            raise PoolError(f"pool {self.name!r}: the process forked while connecting; retry")
+        entry = self._make_entry(conn, now, origin)
+        with self._lock:
+            self._entries[entry.id] = entry
+            self._stats["connections_opened"] += 1
+            self._stats["connections_ms"] += int((now - started) * 1000)
+            if self._down_since is not None:
+                logger.warning(
+                    "pool %r: database reachable again after %.2f s; circuit breaker closed",
+                    self.name, now - self._down_since,
+                )  # fmt: skip
+            self._down_since = None
+            self._attempt_in_flight = False
+            self._backoff = 0.0
+            self._reconnect_failed_called = False
+        return entry
+
+    def _make_entry(self, conn: Any, now: float, origin: Any) -> Entry:
+        fd = self._driver.fileno(conn)
+        lifetime = self.config.max_lifetime
+        if lifetime:
+            lifetime *= 1.0 - self.config.lifetime_jitter * random.random()
+            expires = now + lifetime
+        else:
+            expires = _INF
+        entry = Entry(
+            conn, fd, self._driver.make_poller(fd), now, expires, self._generation, origin
+        )
+        entry.ref = weakref.ref(conn, _collected_callback(self, entry))
+        return entry
+
+    def _connect_failed(self, exc: BaseException, started: float) -> None:
+        now = monotonic()
+        message = _one_line(exc)
+        with self._lock:
+            self._size -= 1
+            self._stats["connections_errors"] += 1
+            self._last_error = message
+            self._attempt_in_flight = False
+            first = self._down_since is None
+            if first:
+                self._down_since = now
+                self._stats["breaker_opened"] += 1
+            initial, cap = self.config.backoff_initial, self.config.backoff_max
+            self._backoff = min(cap, max(initial, self._backoff * 2))
+            self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
+            down_for = now - self._down_since if self._down_since is not None else 0.0
+            call_failed = (
+                down_for >= self.config.reconnect_timeout and not self._reconnect_failed_called
+            )
+            if call_failed:
+                self._reconnect_failed_called = True
+            self._grant_slots_locked()
+        if first:
+            logger.warning(
+                "pool %r: cannot connect (%s); failing fast until the database answers again",
+                self.name, message,
+            )  # fmt: skip
+        if call_failed:
+            logger.error(
+                "pool %r: database unreachable for %.1f s (reconnect_timeout=%.1f s): %s",
+                self.name, down_for, self.config.reconnect_timeout, message,
+            )  # fmt: skip
+            if self.config.reconnect_failed is not None:
+                try:
+                    self.config.reconnect_failed(self)
+                except Exception:
+                    logger.exception("pool %r: reconnect_failed callback raised", self.name)
+        self._wake.set()
+
+    # -- checkin ------------------------------------------------------------------------
+
+    def putconn(self, conn: Any) -> None:
+        """Give a connection back: rolled back if a transaction is open, discarded if broken.
+
+        A second putconn of the same connection is harmless; a connection this pool never
+        lent raises :class:`~connguard.errors.ForeignConnection`.
+        """
+        with self._lock:
+            entry = self._out.pop(id(conn), None)
+        if entry is None or entry.ref is None or entry.ref() is not conn:
+            self._put_unknown(conn, entry)
+            return
+        entry.conn = conn
+        entry.lease = None
+        driver = self._driver
+        try:
+            status = driver.transaction_status(conn)
+            if status is TxStatus.INTRANS or status is TxStatus.INERROR:
+                driver.rollback(conn)
+                self._count("returns_rolled_back")
+                status = driver.transaction_status(conn)
+            if status is not TxStatus.IDLE or driver.is_closed(conn):
+                self._retire(entry, "returns_bad")
+                return
+            if self.config.reset is not None:
+                self.config.reset(conn)
+        except Exception as exc:
+            logger.info(
+                "pool %r: discarding %s on return: %s", self.name, entry.describe(), _one_line(exc)
+            )
+            self._retire(entry, "returns_bad")
+            return
+        now = monotonic()
+        entry.last_used = now
+        if now >= entry.expires:
+            self._retire(entry, "connections_expired")
+            return
+        self._return(entry)
+
+    def _return(self, entry: Entry) -> None:
+        with self._lock:
+            if self._closed or entry.generation != self._generation or self._size > self._max_size:
+                retire = True
+            else:
+                retire = False
+                if self._waiters:
+                    self._waiters.popleft().grant(entry)
+                else:
+                    self._idle.append(entry)
+        if retire:
+            self._retire(entry, "connections_discarded")
+
+    def _put_unknown(self, conn: Any, entry: Entry | None) -> None:
+        if entry is not None and entry.lease is not None:
+            # id() reuse: the key belonged to a collected connection; put its entry back
+            with self._lock:
+                self._out.setdefault(entry.lease.key, entry)
+        inherited = self._inherited.pop(id(conn), None)
+        if inherited is not None:
+            logger.info(
+                "pool %r: %s was inherited from pid %d; discarded without contacting the server",
+                self.name, inherited.describe(), inherited.pid,
+            )  # fmt: skip
+            self._driver.abandon(conn, -1)
+            return
+        with self._lock:
+            known = any(e.conn is conn for e in self._idle) or any(
+                e.ref is not None and e.ref() is conn for e in self._entries.values()
+            )
+        if known:
+            return  # returned twice, or already retired: harmless
+        raise ForeignConnection(
+            f"pool {self.name!r}: putconn() got a connection this pool did not lend "
+            f"({conn!r}); return each connection to the pool it came from"
+        )
+
+    def _retire(self, entry: Entry, reason: str) -> None:
+        """Forget an entry, free its slot for a waiter, and close it (outside the lock)."""
+        with self._lock:
+            self._stats[reason] += 1
+            self._forget_locked(entry)
+            self._grant_slots_locked()
+        conn = entry.conn if entry.conn is not None else (entry.ref() if entry.ref else None)
+        entry.conn = None
+        if conn is not None:
+            self._driver.close(conn)
+
+    def _forget_locked(self, entry: Entry) -> None:
+        if self._entries.pop(entry.id, None) is not None:
+            self._size -= 1
+        lease = entry.lease
+        if lease is not None and self._out.get(lease.key) is entry:
+            del self._out[lease.key]
+        else:
+            for key, e in self._out.items():
+                if e is entry:
+                    del self._out[key]
+                    break
+
+    def _grant_slots_locked(self) -> None:
+        """Hand free slots to queued callers so they open connections themselves."""
+        while self._waiters and self._size < self._max_size:
+            self._size += 1
+            self._waiters.popleft().grant(None)
+
+    def discard(self, conn: Any) -> None:
+        """Close a connection that is known to be broken instead of returning it."""
+        with self._lock:
+            entry = self._out.pop(id(conn), None)
+        if entry is None or entry.ref is None or entry.ref() is not conn:
+            self._put_unknown(conn, entry)
+            return
+        entry.conn = conn
+        self._retire(entry, "connections_lost")
+
+    def connection(self, timeout: float | None = None) -> _Borrowed:
+        """``with pool.connection() as conn``: commit on success, roll back on error, return."""
+        return _Borrowed(self, timeout)
+
+    # -- garbage-collected and leaked connections --------------------------------------
+
+    def _drain_reclaim_locked(self) -> None:
+        while self._reclaim:
+            entry = self._reclaim.popleft()
+            lease = entry.lease
+            if lease is None or self._out.get(lease.key) is not entry:
+                continue
+            del self._out[lease.key]
+            self._entries.pop(entry.id, None)
+            self._size -= 1
+            self._stats["leaks_reclaimed"] += 1
+            logger.warning(
+                "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
+                "Taken by thread %r at:\n%s",
+                self.name, entry.describe(), lease.thread.name, format_stack(lease.stack),
+            )  # fmt: skip
+        self._grant_slots_locked()
+
+    def _reap(self, now: float) -> None:
+        """Reclaim leases whose owner thread died; report those held past leak_threshold."""
+        threshold = self.config.leak_threshold
+        dead: list[tuple[Entry, Any]] = []
+        with self._lock:
+            for entry in list(self._out.values()):
+                lease = entry.lease
+                if lease is None:
+                    continue
+                if not lease.thread.is_alive():
+                    conn = entry.ref() if entry.ref is not None else None
+                    self._forget_locked(entry)
+                    self._stats["leaks_reclaimed"] += 1
+                    dead.append((entry, conn))
+                elif threshold and not lease.reported and now - lease.taken_at > threshold:
+                    lease.reported = True
+                    self._stats["leaks_detected"] += 1
+                    logger.warning(
+                        "pool %r: possible leak: %s held for %.1f s (leak_threshold=%.1f s) "
+                        "by thread %r; taken at:\n%s",
+                        self.name, entry.describe(), now - lease.taken_at, threshold,
+                        lease.thread.name, format_stack(lease.stack),
+                    )  # fmt: skip
+            if dead:
+                self._grant_slots_locked()
+        for entry, conn in dead:
+            assert entry.lease is not None
+            logger.warning(
+                "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
+                self.name, entry.lease.thread.name, entry.describe(),
+            )  # fmt: skip
+            if conn is not None:
+                self._driver.close(conn)
+
+    # -- background maintenance ----------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        with self._lock:
+            if self._worker is None and not self._closed:
+                self._start_worker_locked()
+
+    def _start_worker_locked(self) -> None:
+        from connguard.maintenance import Maintenance
+
+        self._worker = Maintenance(self)
+        self._worker.start()
+
+    def _maintain(self) -> float:
+        """One round of background work; returns how long to sleep before the next."""
+        now = monotonic()
+        with self._lock:
+            if self._reclaim:
+                self._drain_reclaim_locked()
+        self._reap(now)
+        self._expire_idle(now)
+        if self.config.keepalive_interval:
+            self._keepalive(now)
+        self._fill(now)
+        tick = 0.5
+        if self.config.leak_threshold:
+            tick = min(tick, self.config.leak_threshold / 4)
+        if self._down_since is not None:
+            tick = min(tick, max(0.01, self._next_attempt - monotonic()))
+        return tick
+
+    def _expire_idle(self, now: float) -> None:
+        max_idle = self.config.max_idle
+        retire: list[Entry] = []
+        with self._lock:
+            keep: list[Entry] = []
+            spare = len(self._idle) + len(self._out) - self._min_size
+            for entry in self._idle:  # oldest first: LIFO puts the coldest at the bottom
+                if now >= entry.expires or entry.generation != self._generation:
+                    retire.append(entry)
+                elif max_idle and spare > 0 and now - entry.last_used > max_idle:
+                    retire.append(entry)
+                    spare -= 1
+                else:
+                    keep.append(entry)
+            self._idle[:] = keep
+        for entry in retire:
+            reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
+            self._retire(entry, reason)
+
+    def _keepalive(self, now: float) -> None:
+        interval = self.config.keepalive_interval
+        with self._lock:
+            due = [e for e in self._idle if now - e.last_used >= interval]
+            for entry in due:
+                self._idle.remove(entry)
+        for entry in due:
+            try:
+                self._driver.ping(entry.conn, self.config.ping_timeout)
+            except Exception as exc:
+                logger.info(
+                    "pool %r: keepalive found %s dead: %s", self.name, entry.describe(), exc
+                )
+                self._retire(entry, "connections_lost")
+                continue
+            entry.last_used = monotonic()
+            self._return(entry)
+
+    def _fill(self, now: float) -> None:
+        """Open connections up to min_size, and probe the server while the breaker is open."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                want = self._size < self._min_size or (
+                    self._down_since is not None and self._size < self._max_size
+                )
+                if not want:
+                    return
+                if self._down_since is not None:
+                    if self._attempt_in_flight or monotonic() < self._next_attempt:
+                        return
+                    self._attempt_in_flight = True
+                self._size += 1
+            entry = self._open_connection(None)
+            if entry is None:
+                return
+            self._return(entry)
+
+    # -- whole-pool operations -------------------------------------------------------------
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until ``min_size`` connections are open; PoolTimeout after *timeout*."""
+        self._ensure_worker()
+        deadline = monotonic() + timeout
+        while True:
+            with self._lock:
+                ready = len(self._entries) >= self._min_size
+            if ready:
+                return
+            if monotonic() >= deadline:
+                raise PoolTimeout(
+                    f"pool {self.name!r}: min_size={self._min_size} connections not open after "
+                    f"{timeout:.2f} s ({self._state_text()})" + self._last_error_text(),
+                    snapshot=self._snapshot(),
+                )
+            self._wake.set()
+            time.sleep(0.01)
+
+    def check(self) -> None:
+        """Ping every idle connection now; discard the dead ones and refill to min_size."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for entry in idle:
+            try:
+                self._driver.ping(entry.conn, self.config.ping_timeout)
+            except Exception:
+                self._retire(entry, "connections_lost")
+                continue
+            entry.last_used = monotonic()
+            self._return(entry)
+        self._fill(monotonic())
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change the bounds; extra connections are closed as they come back."""
+        max_size = min_size if max_size is None else max_size
+        config = build_config(
+            {**_config_dict(self.config), "min_size": min_size, "max_size": max_size}
+        )
+        with self._lock:
+            self.config = config
+            self._min_size, self._max_size = config.min_size, config.max_size
+            extra = max(0, self._size - self._max_size)
+            drop = [self._idle.pop(0) for _ in range(min(extra, len(self._idle)))]
+            self._grant_slots_locked()
+        for entry in drop:
+            self._retire(entry, "connections_discarded")
+        self._wake.set()
+
+    def drain(self) -> None:
+        """Retire every connection: idle ones now, lent ones when they come back."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for entry in idle:
+            self._retire(entry, "connections_discarded")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool: idle connections now, lent ones when they are returned.
+
+        Waiting callers get PoolClosed; *timeout* bounds the wait for the background thread.
+        """
+        with self._lock:
+            if self._closed and self._opened:
+                return
+            self._closed = True
+            self._opened = True
+            idle, self._idle = self._idle, []
+            waiters, self._waiters = list(self._waiters), deque()
+            worker = self._worker
+        for waiter in waiters:
+            waiter.wake_closed()
+        for entry in idle:
+            self._retire(entry, "connections_discarded")
+        self._wake.set()
+        if worker is not None and worker is not threading.current_thread() and worker.is_alive():
+            worker.join(timeout)
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- fork ----------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Runs in a child right after fork(): abandon everything inherited, start afresh."""
+        parent = self._pid
+        entries = list(self._entries.values())
+        out = dict(self._out)
+        closed, opened = self._closed, self._opened
+        generation = self._generation
+        self._reset_state()
+        self._closed, self._opened = closed, opened
+        self._generation = generation + 1
+        for entry in entries:
+            if entry.conn is not None:  # idle: nobody else holds it, drop it here
+                self._driver.abandon(entry.conn, entry.fd)
+                entry.conn = None
+            else:  # lent: the caller still holds it; make its socket harmless
+                self._driver.abandon_fd(entry.fd)
+        self._inherited = {key: e for key, e in out.items()}
+        self._stats["connections_discarded_after_fork"] += len(entries)
+        if entries:
+            lines = [
+                f"pool {self.name!r}: process {os.getpid()} was forked from {parent} holding "
+                f"{len(entries)} connection(s); discarded them without contacting the server "
+                "(the parent keeps its sessions). Open connections after forking, not before. "
+                "Where they were opened:"
+            ]
+            for entry in entries:
+                lines.append(f" {entry.describe()}:\n{format_stack(entry.origin)}")
+            self._fork_report = "\n".join(lines)
+        self._pid = os.getpid()
+
+    # -- introspection -------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        in_use = len(self._out)
+        return {
+            "name": self.name,
+            "size": self._size,
+            "min_size": self._min_size,
+            "max_size": self._max_size,
+            "in_use": in_use,
+            "idle": len(self._idle),
+            "waiting": len(self._waiters),
+            "breaker": "open" if self._down_since is not None else "closed",
+            "last_error": self._last_error,
+        }
+
+    def _state_text(self) -> str:
+        return (
+            f"size={self._size}/{self._max_size}, in_use={len(self._out)}, "
+            f"idle={len(self._idle)}, waiting={len(self._waiters)}"
+        )
+
+    def _last_error_text(self) -> str:
+        return (
+            f"; the last connect attempt failed with: {self._last_error}"
+            if self._last_error
+            else ""
+        )
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[name] += n
+
+    def _timeout_error(self, waited: float) -> PoolTimeout:
+        with self._lock:
+            self._stats["requests_errors"] += 1
+            self._stats["timeouts"] += 1
+        return PoolTimeout(
+            f"pool {self.name!r}: no connection after {waited:.2f} s ({self._state_text()})"
+            + self._last_error_text()
+            + ". Raise max_size or timeout, or hold connections for less time.",
+            snapshot=self._snapshot(),
+        )
+
+    def _unavailable_error(self, exc: BaseException | None = None) -> PoolUnavailable:
+        self._stats["requests_errors"] += 1
+        self._stats["requests_failed_fast"] += 1
+        down = monotonic() - self._down_since if self._down_since is not None else 0.0
+        error = _one_line(exc) if exc is not None else self._last_error
+        return PoolUnavailable(
+            f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
+            f"({self._state_text()}); the last connect attempt failed with: {error}",
+            snapshot=self._snapshot(),
+        )
+
+    def _closed_message(self) -> str:
+        if not self._opened:
+            return f"pool {self.name!r} is not open yet: call open() first"
+        return f"pool {self.name!r} is closed"
+
+    def get_stats(self) -> dict[str, Any]:
+        """Gauges and counters with stable names (see docs)."""
+        with self._lock:
+            return self._stats_locked()
+
+    def pop_stats(self) -> dict[str, Any]:
+        """Like get_stats(), and reset the counters."""
+        with self._lock:
+            stats = self._stats_locked()
+            self._stats.clear()
+            self._checkouts = 0
+        return stats
+
+    def _stats_locked(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {
+            "pool_min": self._min_size,
+            "pool_max": self._max_size,
+            "pool_size": self._size,
+            "pool_available": len(self._idle),
+            "pool_in_use": len(self._out),
+            "requests_waiting": len(self._waiters),
+            "breaker_open": int(self._down_since is not None),
+            "checkouts": self._checkouts,
+        }
+        stats.update(self._stats)
+        return stats
+
+    def leases(self) -> Iterator[tuple[Entry, Lease]]:
+        """The connections lent right now, with who holds them (for diagnostics)."""
+        with self._lock:
+            items = [(e, e.lease) for e in self._out.values() if e.lease is not None]
+        yield from items
+
+    def __repr__(self) -> str:
+        breaker = "open" if self._down_since is not None else "closed"
+        state = "closed" if self._closed else "open"
+        return (
+            f"<ConnectionPool {self.name!r} {state} {self._state_text()} breaker={breaker} "
+            f"pid={self._pid} conninfo={mask_conninfo(self.config.conninfo)!r}>"
+        )
+
+
+class _Borrowed:
+    """The context manager behind ``pool.connection()`` (a class: cheaper than a generator)."""
+
+    __slots__ = ("conn", "pool", "timeout")
+
+    def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self.conn: Any = None
+
+    def __enter__(self) -> Any:
+        self.conn = self.pool.getconn(self.timeout)
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        conn, self.conn = self.conn, None
+        pool = self.pool
+        try:
+            if exc_type is None and pool._driver.transaction_status(conn) is TxStatus.INTRANS:
+                pool._driver.commit(conn)
+        finally:
+            pool.putconn(conn)
+
+
+def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], None]:
+    pool_ref = weakref.ref(pool)
+    entry_ref = weakref.ref(entry)
+
+    def collected(_: Any) -> None:
+        # Runs inside the garbage collector, perhaps while this very thread holds the pool
+        # lock: only queue the entry; the next locked step frees the slot.
+        p, e = pool_ref(), entry_ref()
+        if p is not None and e is not None and e.lease is not None:
+            p._reclaim.append(e)
+
+    return collected
+
+
+def _one_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _config_dict(config: PoolConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _replace(config: PoolConfig, **changes: Any) -> PoolConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _psycopg_driver(connection_class: type) -> Driver:
+    from connguard.drivers.psycopg import PsycopgDriver
+
+    return PsycopgDriver(connection_class)
