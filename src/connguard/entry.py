@@ -54,13 +54,15 @@ class Entry:
         "pid",
         "poller",
         "ref",
+        "spare_lease",
+        "uses",
     )
 
     def __init__(
         self,
         conn: Any,
         fd: int,
-        poller: select.poll | None,
+        poller: Any,
         now: float,
         expires: float,
         generation: int,
@@ -69,14 +71,16 @@ class Entry:
         self.id = next(_ids)
         self.conn: Any = conn
         self.fd = fd
-        self.poller = poller
+        self.poller = poller if poller is not None else ALWAYS_READABLE
         self.created = now
         self.expires = expires
         self.last_used = now
         self.generation = generation
         self.pid = os.getpid()
         self.origin = origin
-        self.lease: Lease | None = None
+        self.lease: Lease | None = None  # set while lent
+        self.uses = 0
+        self.spare_lease = Lease()  # reused by every checkout: no allocation per checkout
         self.ref: weakref.ref[Any] | None = None
 
     def describe(self) -> str:
@@ -84,15 +88,35 @@ class Entry:
 
 
 class Lease:
-    """One checkout: when, by which thread, from where (when leak detection is on)."""
+    """One checkout: its key, when, by which thread (ident), and from where (the stack, only
+    when leak detection is on). One object per entry, refilled at every checkout."""
 
     __slots__ = ("key", "reported", "stack", "taken_at", "thread")
 
-    def __init__(
-        self, key: int, taken_at: float, stack: traceback.StackSummary | None = None
-    ) -> None:
-        self.key = key
-        self.taken_at = taken_at
-        self.thread = threading.current_thread()
-        self.stack = stack
+    def __init__(self) -> None:
+        self.key = 0
+        self.taken_at = 0.0
+        self.thread = 0
+        self.stack: traceback.StackSummary | None = None
         self.reported = False
+
+
+class _AlwaysReadable:
+    """Null poller for a connection without a socket: always asks for a ping."""
+
+    def poll(self, timeout: float = 0) -> list[tuple[int, int]]:
+        return [(-1, select.POLLIN)]
+
+
+ALWAYS_READABLE = _AlwaysReadable()
+
+
+def thread_alive(ident: int) -> bool:
+    return any(t.ident == ident for t in threading.enumerate())
+
+
+def thread_name(ident: int) -> str:
+    for t in threading.enumerate():
+        if t.ident == ident:
+            return t.name
+    return f"<thread {ident}, exited>"

@@ -31,6 +31,7 @@ import random
 import threading
 import time
 import weakref
+from _thread import get_ident
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from time import monotonic
@@ -39,7 +40,7 @@ from typing import Any
 from connguard import forking
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, TxStatus, get_driver
-from connguard.entry import Entry, Lease, format_stack, short_stack
+from connguard.entry import Entry, Lease, format_stack, short_stack, thread_name
 from connguard.errors import (
     ForeignConnection,
     PoolClosed,
@@ -78,10 +79,6 @@ class _Waiter:
         else:
             self.entry = entry
         self.lock.release()
-
-
-def _no_stack() -> None:
-    return None
 
 
 class ConnectionPool:
@@ -140,10 +137,11 @@ class ConnectionPool:
         self._connect_fn = config.connect
         self._min_size = config.min_size
         self._max_size = config.max_size
-        self._capture: Callable[[], Any] = (
-            (lambda: short_stack(skip=3)) if config.leak_threshold else _no_stack
-        )
         self._ping_interval = config.ping_interval or _INF
+        self._timeout = config.timeout
+        self._leak_threshold = config.leak_threshold
+        self._tx_status = self._driver.transaction_status
+        self._reset = config.reset
         self._reset_state()
         self._opened = False
         self._closed = True
@@ -169,8 +167,8 @@ class ConnectionPool:
         self._attempt_in_flight = False
         self._backoff = 0.0
         self._reconnect_failed_called = False
-        # statistics
-        self._checkouts = 0
+        # statistics: checkouts are counted per entry (only its holder touches it: no lock)
+        self._retired_uses = 0
         self._stats: Counter[str] = Counter()
         self._fork_report: str | None = None
 
@@ -194,61 +192,71 @@ class ConnectionPool:
         """Take a live connection, waiting up to *timeout* seconds (default: the pool's)."""
         now = monotonic()
         if timeout is None:
-            timeout = self.config.timeout
+            timeout = self._timeout
         deadline = now + timeout
+        idle = self._idle
         while True:
-            with self._lock:
-                if self._idle and not self._closed:
-                    entry: Entry | None = self._idle.pop()
-                    conn = entry.conn  # type: ignore[union-attr]
-                    key = id(conn)
-                    self._out[key] = entry  # type: ignore[assignment]
-                    self._checkouts += 1
-                    verdict: Any = None
-                else:
-                    entry = None
-                    verdict = self._reserve(now, deadline)
+            # Fast path, lock-free: list.pop() and dict item assignment are atomic.
+            try:
+                entry: Entry | None = idle.pop()
+            except IndexError:
+                entry = None
             if entry is not None:
+                conn = entry.conn
+                key = id(conn)
+                self._out[key] = entry
+                # young, used moments ago, and nothing arrived on the socket: lend it
                 if (
                     now < entry.expires
                     and now - entry.last_used < self._ping_interval
-                    and not self._driver.readable(entry.poller)
+                    and not entry.poller.poll(0)
                 ) or self._revalidate(entry, now):
-                    entry.conn = None  # held weakly while out: a dropped one is reclaimed
-                    entry.lease = Lease(key, now, self._capture())
+                    entry.conn = None  # held weakly while lent: a dropped one is reclaimed
+                    entry.uses += 1
+                    lease = entry.lease = entry.spare_lease
+                    lease.key = key
+                    lease.taken_at = now
+                    lease.thread = get_ident()
+                    if self._leak_threshold:
+                        lease.stack = short_stack()
+                        lease.reported = False
                     return conn
-            elif verdict is _CONNECT:
-                entry = self._open_connection(deadline)
-                if entry is not None:
-                    return self._lend_new(entry, now)
-            elif verdict is not None:
-                granted = self._wait(verdict, deadline, timeout)
-                if granted is not None:
-                    with self._lock:
-                        conn = granted.conn
-                        key = id(conn)
-                        self._out[key] = granted
-                        self._checkouts += 1
-                    if self._revalidate(granted, monotonic()):
-                        granted.conn = None
-                        granted.lease = Lease(key, now, self._capture())
-                        return conn
-                else:  # granted a slot: connect with it
+            else:
+                with self._lock:
+                    verdict = self._reserve(now, deadline)
+                    if verdict is None:
+                        idle = self._idle  # changed by a fork; or an entry is back: retry
+                if verdict is _CONNECT:
                     entry = self._open_connection(deadline)
                     if entry is not None:
-                        return self._lend_new(entry, now)
+                        return self._lend(entry, now)
+                elif verdict is not None:
+                    granted = self._wait(verdict, deadline, timeout)
+                    if granted is None:  # granted a slot: connect with it
+                        granted = self._open_connection(deadline)
+                        if granted is not None:
+                            return self._lend(granted, now)
+                    else:
+                        self._out[id(granted.conn)] = granted
+                        if self._revalidate(granted, monotonic()):
+                            return self._lend(granted, now)
             now = monotonic()
             if now >= deadline:
                 raise self._timeout_error(timeout)
 
-    def _lend_new(self, entry: Entry, now: float) -> Any:
+    def _lend(self, entry: Entry, now: float) -> Any:
+        """Lend an entry that did not come through the fast path."""
         conn = entry.conn
         key = id(conn)
-        with self._lock:
-            self._out[key] = entry
-            self._checkouts += 1
+        self._out[key] = entry
         entry.conn = None
-        entry.lease = Lease(key, now, self._capture())
+        entry.uses += 1
+        lease = entry.lease = entry.spare_lease
+        lease.key = key
+        lease.taken_at = now
+        lease.thread = get_ident()
+        lease.stack = short_stack() if self._leak_threshold else None
+        lease.reported = False
         return conn
 
     def _reserve(self, now: float, deadline: float) -> Any:
@@ -262,8 +270,8 @@ class ConnectionPool:
             self._start_worker_locked()
         if self._reclaim:
             self._drain_reclaim_locked()
-            if self._idle:
-                return None  # loop again: take it
+        if self._idle:
+            return None  # one came back meanwhile: take it
         if self._size < self._max_size and not self._waiters:
             if self._down_since is not None:
                 if self._attempt_in_flight or now < self._next_attempt:
@@ -282,6 +290,9 @@ class ConnectionPool:
         waiter = _Waiter()
         self._waiters.append(waiter)
         self._stats["requests_queued"] += 1
+        # putconn() appends to idle without the lock, then looks for waiters: look at idle
+        # again after queueing, so that one of the two always sees the other (no lost wakeup).
+        self._hand_over_locked()
         return waiter
 
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
@@ -316,7 +327,7 @@ class ConnectionPool:
             self._retire(entry, "connections_discarded")
             return False
         conn = entry.conn
-        if now - entry.last_used >= self._ping_interval or self._driver.readable(entry.poller):
+        if now - entry.last_used >= self._ping_interval or entry.poller.poll(0):
             self._count("pings")
             try:
                 self._driver.ping(conn, self.config.ping_timeout)
@@ -445,8 +456,31 @@ class ConnectionPool:
         A second putconn of the same connection is harmless; a connection this pool never
         lent raises :class:`~connguard.errors.ForeignConnection`.
         """
-        with self._lock:
-            entry = self._out.pop(id(conn), None)
+        try:
+            status = self._tx_status(conn)
+        except Exception:
+            status = -1
+        now = monotonic()
+        entry = self._out.pop(id(conn), None)  # atomic: no lock on the fast path
+        # fast path: idle transaction, young, nothing to reset
+        if (
+            status == 0
+            and entry is not None
+            and now < entry.expires
+            and entry.generation == self._generation
+            and self._size <= self._max_size
+            and not self._closed
+            and self._reset is None
+            and entry.ref() is conn  # type: ignore[misc]
+        ):
+            entry.conn = conn
+            entry.lease = None
+            entry.last_used = now
+            self._idle.append(entry)
+            if self._waiters:  # see _reserve(): queued callers re-check idle, and so do we
+                with self._lock:
+                    self._hand_over_locked()
+            return
         if entry is None or entry.ref is None or entry.ref() is not conn:
             self._put_unknown(conn, entry)
             return
@@ -454,16 +488,15 @@ class ConnectionPool:
         entry.lease = None
         driver = self._driver
         try:
-            status = driver.transaction_status(conn)
-            if status is TxStatus.INTRANS or status is TxStatus.INERROR:
+            if status == TxStatus.INTRANS or status == TxStatus.INERROR:
                 driver.rollback(conn)
                 self._count("returns_rolled_back")
-                status = driver.transaction_status(conn)
-            if status is not TxStatus.IDLE or driver.is_closed(conn):
+                status = self._tx_status(conn)
+            if status != TxStatus.IDLE or driver.is_closed(conn):
                 self._retire(entry, "returns_bad")
                 return
-            if self.config.reset is not None:
-                self.config.reset(conn)
+            if self._reset is not None:
+                self._reset(conn)
         except Exception as exc:
             logger.info(
                 "pool %r: discarding %s on return: %s", self.name, entry.describe(), _one_line(exc)
@@ -483,10 +516,8 @@ class ConnectionPool:
                 retire = True
             else:
                 retire = False
-                if self._waiters:
-                    self._waiters.popleft().grant(entry)
-                else:
-                    self._idle.append(entry)
+                self._idle.append(entry)
+                self._hand_over_locked()
         if retire:
             self._retire(entry, "connections_discarded")
 
@@ -528,14 +559,29 @@ class ConnectionPool:
     def _forget_locked(self, entry: Entry) -> None:
         if self._entries.pop(entry.id, None) is not None:
             self._size -= 1
-        lease = entry.lease
-        if lease is not None and self._out.get(lease.key) is entry:
-            del self._out[lease.key]
-        else:
-            for key, e in self._out.items():
-                if e is entry:
-                    del self._out[key]
-                    break
+            self._retired_uses += entry.uses
+        for key, e in list(self._out.items()):  # a copy: putconn() pops without the lock
+            if e is entry:
+                self._out.pop(key, None)
+                break
+
+    def _hand_over_locked(self) -> None:
+        """Give idle connections to queued callers, oldest caller first."""
+        while self._waiters:
+            try:
+                entry = self._idle.pop()
+            except IndexError:
+                return
+            self._waiters.popleft().grant(entry)
+
+    def _take_all_idle_locked(self) -> list[Entry]:
+        """Empty the idle list one atomic pop at a time (getconn() pops without the lock)."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._idle.pop())
+            except IndexError:
+                return taken
 
     def _grant_slots_locked(self) -> None:
         """Hand free slots to queued callers so they open connections themselves."""
@@ -565,14 +611,15 @@ class ConnectionPool:
             lease = entry.lease
             if lease is None or self._out.get(lease.key) is not entry:
                 continue
-            del self._out[lease.key]
-            self._entries.pop(entry.id, None)
-            self._size -= 1
+            self._out.pop(lease.key, None)
+            if self._entries.pop(entry.id, None) is not None:
+                self._size -= 1
+                self._retired_uses += entry.uses
             self._stats["leaks_reclaimed"] += 1
             logger.warning(
                 "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
                 "Taken by thread %r at:\n%s",
-                self.name, entry.describe(), lease.thread.name, format_stack(lease.stack),
+                self.name, entry.describe(), thread_name(lease.thread), format_stack(lease.stack),
             )  # fmt: skip
         self._grant_slots_locked()
 
@@ -580,12 +627,13 @@ class ConnectionPool:
         """Reclaim leases whose owner thread died; report those held past leak_threshold."""
         threshold = self.config.leak_threshold
         dead: list[tuple[Entry, Any]] = []
+        alive = {t.ident for t in threading.enumerate()}
         with self._lock:
             for entry in list(self._out.values()):
                 lease = entry.lease
                 if lease is None:
                     continue
-                if not lease.thread.is_alive():
+                if lease.thread not in alive:
                     conn = entry.ref() if entry.ref is not None else None
                     self._forget_locked(entry)
                     self._stats["leaks_reclaimed"] += 1
@@ -597,7 +645,7 @@ class ConnectionPool:
                         "pool %r: possible leak: %s held for %.1f s (leak_threshold=%.1f s) "
                         "by thread %r; taken at:\n%s",
                         self.name, entry.describe(), now - lease.taken_at, threshold,
-                        lease.thread.name, format_stack(lease.stack),
+                        thread_name(lease.thread), format_stack(lease.stack),
                     )  # fmt: skip
             if dead:
                 self._grant_slots_locked()
@@ -605,7 +653,7 @@ class ConnectionPool:
             assert entry.lease is not None
             logger.warning(
                 "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
-                self.name, entry.lease.thread.name, entry.describe(),
+                self.name, thread_name(entry.lease.thread), entry.describe(),
             )  # fmt: skip
             if conn is not None:
                 self._driver.close(conn)
@@ -645,17 +693,16 @@ class ConnectionPool:
         max_idle = self.config.max_idle
         retire: list[Entry] = []
         with self._lock:
-            keep: list[Entry] = []
-            spare = len(self._idle) + len(self._out) - self._min_size
-            for entry in self._idle:  # oldest first: LIFO puts the coldest at the bottom
+            spare = len(self._entries) - self._min_size
+            for entry in list(self._idle):  # oldest first: LIFO puts the coldest at the bottom
                 if now >= entry.expires or entry.generation != self._generation:
-                    retire.append(entry)
+                    pass
                 elif max_idle and spare > 0 and now - entry.last_used > max_idle:
-                    retire.append(entry)
                     spare -= 1
                 else:
-                    keep.append(entry)
-            self._idle[:] = keep
+                    continue
+                if _take(self._idle, entry):
+                    retire.append(entry)
         for entry in retire:
             reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
             self._retire(entry, reason)
@@ -663,9 +710,11 @@ class ConnectionPool:
     def _keepalive(self, now: float) -> None:
         interval = self.config.keepalive_interval
         with self._lock:
-            due = [e for e in self._idle if now - e.last_used >= interval]
-            for entry in due:
-                self._idle.remove(entry)
+            due = [
+                e
+                for e in list(self._idle)
+                if now - e.last_used >= interval and _take(self._idle, e)
+            ]
         for entry in due:
             try:
                 self._driver.ping(entry.conn, self.config.ping_timeout)
@@ -722,7 +771,7 @@ class ConnectionPool:
     def check(self) -> None:
         """Ping every idle connection now; discard the dead ones and refill to min_size."""
         with self._lock:
-            idle, self._idle = self._idle, []
+            idle = self._take_all_idle_locked()
         for entry in idle:
             try:
                 self._driver.ping(entry.conn, self.config.ping_timeout)
@@ -743,7 +792,7 @@ class ConnectionPool:
             self.config = config
             self._min_size, self._max_size = config.min_size, config.max_size
             extra = max(0, self._size - self._max_size)
-            drop = [self._idle.pop(0) for _ in range(min(extra, len(self._idle)))]
+            drop = [e for e in list(self._idle)[:extra] if _take(self._idle, e)]
             self._grant_slots_locked()
         for entry in drop:
             self._retire(entry, "connections_discarded")
@@ -753,7 +802,7 @@ class ConnectionPool:
         """Retire every connection: idle ones now, lent ones when they come back."""
         with self._lock:
             self._generation += 1
-            idle, self._idle = self._idle, []
+            idle = self._take_all_idle_locked()
         for entry in idle:
             self._retire(entry, "connections_discarded")
 
@@ -767,7 +816,7 @@ class ConnectionPool:
                 return
             self._closed = True
             self._opened = True
-            idle, self._idle = self._idle, []
+            idle = self._take_all_idle_locked()
             waiters, self._waiters = list(self._waiters), deque()
             worker = self._worker
         for waiter in waiters:
@@ -890,7 +939,7 @@ class ConnectionPool:
         with self._lock:
             stats = self._stats_locked()
             self._stats.clear()
-            self._checkouts = 0
+            self._retired_uses = -sum(e.uses for e in self._entries.values())
         return stats
 
     def _stats_locked(self) -> dict[str, Any]:
@@ -902,7 +951,7 @@ class ConnectionPool:
             "pool_in_use": len(self._out),
             "requests_waiting": len(self._waiters),
             "breaker_open": int(self._down_since is not None),
-            "checkouts": self._checkouts,
+            "checkouts": self._retired_uses + sum(e.uses for e in self._entries.values()),
         }
         stats.update(self._stats)
         return stats
@@ -940,7 +989,7 @@ class _Borrowed:
         conn, self.conn = self.conn, None
         pool = self.pool
         try:
-            if exc_type is None and pool._driver.transaction_status(conn) is TxStatus.INTRANS:
+            if exc_type is None and pool._tx_status(conn) == TxStatus.INTRANS:
                 pool._driver.commit(conn)
         finally:
             pool.putconn(conn)
@@ -958,6 +1007,15 @@ def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], N
             p._reclaim.append(e)
 
     return collected
+
+
+def _take(items: list[Entry], entry: Entry) -> bool:
+    """Remove *entry* from *items* atomically; False when another thread took it first."""
+    try:
+        items.remove(entry)
+    except ValueError:
+        return False
+    return True
 
 
 def _one_line(exc: BaseException | None) -> str:

@@ -50,7 +50,8 @@ class Driver:
     def is_closed(self, conn: Any) -> bool:
         raise NotImplementedError
 
-    def transaction_status(self, conn: Any) -> TxStatus:
+    def transaction_status(self, conn: Any) -> int:
+        """A :class:`TxStatus` value (a plain int: this runs at every checkin)."""
         raise NotImplementedError
 
     def rollback(self, conn: Any) -> None:
@@ -78,13 +79,6 @@ class Driver:
         poller = select.poll()
         poller.register(fd, _POLL_DEAD)
         return poller
-
-    @staticmethod
-    def readable(poller: select.poll | None) -> bool:
-        """True when the server sent something (EOF, a FATAL notice) on an idle connection."""
-        if poller is None:
-            return True
-        return bool(poller.poll(0))
 
     def abandon(self, conn: Any, fd: int) -> None:
         """Drop a connection inherited across fork() without sending anything to the server.

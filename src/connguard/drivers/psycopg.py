@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from connguard.drivers.base import Driver, TxStatus, poll_wait
+from connguard.drivers.base import Driver, poll_wait
 
 
 class PsycopgDriver(Driver):
@@ -33,8 +33,8 @@ class PsycopgDriver(Driver):
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)
 
-    def transaction_status(self, conn: Any) -> TxStatus:
-        return TxStatus(conn.pgconn.transaction_status)
+    def transaction_status(self, conn: Any) -> int:
+        return conn.pgconn.transaction_status
 
     def ping(self, conn: Any, timeout: float) -> None:
         # Talk to libpq directly: an empty query, no BEGIN even when autocommit is off,

@@ -28,10 +28,10 @@ class Psycopg2Driver(Driver):
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
 
-    def transaction_status(self, conn: Any) -> TxStatus:
+    def transaction_status(self, conn: Any) -> int:
         if conn.closed:
             return TxStatus.UNKNOWN
-        return TxStatus(conn.get_transaction_status())
+        return conn.get_transaction_status()
 
     def ping(self, conn: Any, timeout: float) -> None:
         # psycopg2 has no libpq-level API: a SELECT 1, rolled back when it opened a transaction.
