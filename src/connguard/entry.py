@@ -14,18 +14,22 @@ from typing import Any
 _ids = itertools.count(1)
 
 
+#: frames from these modules say nothing about *where in the application* a connection was
+#: taken, so stacks leave them out
+_PLUMBING = ("connguard.", "django.db.", "django.utils.", "asgiref.", "contextlib", "threading")
+
+
 def short_stack(skip: int = 2, limit: int = 8) -> traceback.StackSummary:
-    """The caller's stack, innermost last, without connguard's own frames and without source
-    lines read from disk (cheap enough for every connect; leak detection takes it per checkout).
-    """
-    frame = sys._getframe(skip)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("connguard."):
-        if frame.f_back is None:
-            break
+    """The application frames of the caller's stack, innermost first, without connguard's,
+    Django's database plumbing and source lines read from disk (cheap enough for every
+    connect; leak detection takes one per checkout)."""
+    frame: Any = sys._getframe(skip)
+    frames: list[tuple[Any, int]] = []
+    while frame is not None and len(frames) < limit:
+        if not frame.f_globals.get("__name__", "").startswith(_PLUMBING):
+            frames.append((frame, frame.f_lineno))
         frame = frame.f_back
-    return traceback.StackSummary.extract(
-        traceback.walk_stack(frame), limit=limit, lookup_lines=False
-    )
+    return traceback.StackSummary.extract(iter(frames), limit=limit, lookup_lines=False)
 
 
 def format_stack(stack: traceback.StackSummary | None) -> str:

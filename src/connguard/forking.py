@@ -19,6 +19,9 @@ class _ForkAware(Protocol):
 
 _registry: weakref.WeakSet[Any] = weakref.WeakSet()
 
+#: bumped in every child: comparing it is a cheaper "did we fork?" than os.getpid()
+generation = 0
+
 
 def register(obj: _ForkAware) -> None:
     """Call ``obj._after_fork_in_child()`` in each child process while *obj* is alive."""
@@ -26,6 +29,8 @@ def register(obj: _ForkAware) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global generation
+    generation += 1
     for obj in list(_registry):
         with contextlib.suppress(Exception):  # a hook must never break the child
             obj._after_fork_in_child()

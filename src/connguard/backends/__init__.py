@@ -1,0 +1,1 @@
+"""Django database backends (``ENGINE: "connguard.backends.postgresql"``)."""

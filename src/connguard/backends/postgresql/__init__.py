@@ -1,0 +1,1 @@
+"""Drop-in replacement for ``django.db.backends.postgresql`` with a connguard pool."""

@@ -1,0 +1,231 @@
+"""``ENGINE: "connguard.backends.postgresql"``: Django's PostgreSQL backend over a connguard pool.
+
+Django's own ``DatabaseWrapper`` does everything it always did; this subclass only changes
+where connections come from and where they go:
+
+- ``get_new_connection`` -> ``pool.getconn()`` (a live connection: checked at checkout);
+  ``_close`` -> ``pool.putconn()`` (rolled back, or discarded when broken; never raises).
+- ``connect`` sets ``close_at`` to now, so Django's own end-of-request hook
+  (``close_old_connections``) hands the connection back after every request, Celery task and
+  ``connection.close()``; never in the middle of ``atomic()``.
+- ``ensure_connection`` (called before every statement) makes a connection kept outside
+  requests (management commands, workers, threads) safe to use: one inherited across
+  ``fork()`` is dropped without a byte sent to the server, and one that sat idle past the ping
+  interval, or on which the server already hung up, is checked and transparently replaced —
+  only where nothing can be lost: outside ``atomic()``, in autocommit, no transaction open.
+
+``OPTIONS["pool"]`` takes the keys of Django's built-in pool (psycopg_pool's) plus
+connguard's; absent means pooled with defaults, ``False`` means no pool (connections are
+still fork-safe and health-checked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from time import monotonic
+from typing import Any
+
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base as postgres
+from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
+from django.db.utils import DEFAULT_DB_ALIAS
+
+from connguard import forking
+from connguard.backends import pools
+from connguard.backends.postgresql.creation import DatabaseCreation
+from connguard.config import PoolConfig
+from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.entry import ALWAYS_READABLE
+from connguard.pool import ConnectionPool
+
+logger = logging.getLogger("connguard.django")
+
+_NEVER = float("inf")
+
+
+class DatabaseWrapper(postgres.DatabaseWrapper):
+    creation_class = DatabaseCreation
+
+    def __init__(self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS) -> None:
+        super().__init__(settings_dict, alias)
+        self.connguard_config: PoolConfig | None = (
+            None if alias == NO_DB_ALIAS else pools.validate(alias, settings_dict)
+        )
+        self.connguard_pool: ConnectionPool | None = None  # the pool the connection came from
+        self._cg_driver: Driver = get_driver("psycopg" if is_psycopg3 else "psycopg2")
+        self._cg_forks = forking.generation
+        self._cg_fd = -1
+        self._cg_poller: Any = ALWAYS_READABLE
+        self._cg_last_used = 0.0
+        config = self.connguard_config
+        self._cg_ping_interval = (config.ping_interval if config else 2.0) or _NEVER
+        self._cg_ping_timeout = config.ping_timeout if config else 5.0
+
+    # Django's built-in pool (5.1+) must stay out of the way: every code path that asks
+    # `self.pool` takes its non-pooled branch, and connguard does the pooling underneath.
+    @property
+    def pool(self) -> None:
+        return None
+
+    def close_pool(self) -> None:
+        """Close this alias's pools (Django calls it when TIME_ZONE changes, e.g. in tests)."""
+        pools.close_pools(alias=self.alias)
+
+    def get_connection_params(self) -> dict[str, Any]:
+        options = self.settings_dict["OPTIONS"]
+        if "pool" not in options:
+            return super().get_connection_params()
+        saved = self.settings_dict
+        self.settings_dict = {
+            **saved,
+            "OPTIONS": {k: v for k, v in options.items() if k != "pool"},
+        }
+        try:
+            return super().get_connection_params()
+        finally:
+            self.settings_dict = saved
+
+    # -- where connections come from ---------------------------------------------------
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        config = self.connguard_config
+        if config is None:
+            conn = super().get_new_connection(conn_params)
+        else:
+            pool = pools.get_pool(
+                self.alias, conn_params, lambda: self._make_pool(config, conn_params)
+            )
+            conn = pool.getconn()
+            self.connguard_pool = pool
+            self._set_isolation_level_attr()
+        self._cg_track(conn)
+        return conn
+
+    def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
+        connector = type(self)(self.settings_dict, self.alias)
+        options = pools.pool_options(self.alias, self.settings_dict) or {}
+        options.pop("server_pooler", None)
+        options.setdefault("name", self.alias)
+        if self.settings_dict.get("CONN_HEALTH_CHECKS"):
+            # Django's meaning: check before use. With a pool: a ping at every checkout.
+            driver, timeout = self._cg_driver, config.ping_timeout
+            options["check"] = lambda conn: driver.ping(conn, timeout)
+        # Django's own (non-pooled) connect: same parameters, isolation level, jsonb set-up.
+        return ConnectionPool(
+            driver=self._cg_driver,
+            connect=lambda _conninfo, **_kw: postgres.DatabaseWrapper.get_new_connection(
+                connector, dict(conn_params)
+            ),
+            _where=lambda key: pools.option_path(self.alias, key),
+            **options,
+        )
+
+    def _set_isolation_level_attr(self) -> None:
+        # What Django's get_new_connection() records on the wrapper for a new connection.
+        level = self.settings_dict["OPTIONS"].get("isolation_level")
+        self.isolation_level = (
+            IsolationLevel.READ_COMMITTED if level is None else IsolationLevel(level)
+        )
+
+    def _cg_track(self, conn: Any) -> None:
+        self._cg_forks = forking.generation
+        self._cg_fd = self._cg_driver.fileno(conn)
+        poller = self._cg_driver.make_poller(self._cg_fd)
+        self._cg_poller = poller if poller is not None else ALWAYS_READABLE
+        self._cg_last_used = monotonic()
+
+    def connect(self) -> None:
+        super().connect()
+        if self.connguard_pool is not None:
+            # Hand the connection back at the end of every request/task (close_old_connections).
+            self.close_at = monotonic()
+
+    def close_if_health_check_failed(self) -> None:
+        if self.connguard_config is not None:
+            return  # checked at checkout, and before each statement by ensure_connection()
+        super().close_if_health_check_failed()
+
+    # -- where connections go ------------------------------------------------------------
+
+    def _close(self) -> None:
+        conn = self.connection
+        if conn is None:
+            return
+        pool, self.connguard_pool = self.connguard_pool, None
+        try:
+            if pool is not None:
+                pool.putconn(conn)  # rolls back, or discards a broken / inherited one
+            elif self._cg_forks != forking.generation:
+                self._cg_driver.abandon(conn, self._cg_fd)  # not ours to close
+            else:
+                conn.close()
+        except Exception as exc:  # close() must never raise: the connection is gone either way
+            logger.debug("%r: ignoring an error while closing: %s", self.alias, exc)
+            self._cg_driver.close(conn)
+        finally:
+            # Never keep a reference to a connection that went back to the pool.
+            self.connection = None
+
+    # -- before every statement ------------------------------------------------------------
+
+    def ensure_connection(self) -> None:
+        if self.connection is not None:
+            if self._cg_forks != forking.generation:
+                self._cg_drop_inherited()
+            else:
+                now = monotonic()
+                if (
+                    now - self._cg_last_used >= self._cg_ping_interval or self._cg_poller.poll(0)
+                ) and self._cg_replaceable():
+                    self._cg_revalidate()
+                self._cg_last_used = now
+        super().ensure_connection()
+
+    def _cg_replaceable(self) -> bool:
+        """Only where replacing the connection cannot lose anything."""
+        if self.in_atomic_block or not self.autocommit:
+            return False
+        try:
+            return self._cg_driver.transaction_status(self.connection) == TxStatus.IDLE
+        except Exception:
+            return True  # status unreadable: the connection is broken
+
+    def _cg_revalidate(self) -> None:
+        try:
+            self._cg_driver.ping(self.connection, self._cg_ping_timeout)
+            return
+        except Exception as exc:
+            logger.info(
+                "database %r: connection lost while idle (%s); reconnecting before the "
+                "next statement", self.alias, " ".join(str(exc).split()),
+            )  # fmt: skip
+        pool = self.connguard_pool
+        conn, self.connection, self.connguard_pool = self.connection, None, None
+        if pool is not None:
+            pool.discard(conn)
+        else:
+            self._cg_driver.close(conn)
+
+    def _cg_drop_inherited(self) -> None:
+        """The connection was opened before this process forked: drop it without a word to
+        the server (the parent, or a sibling, may be using the same session)."""
+        conn, self.connection = self.connection, None
+        pool, self.connguard_pool = self.connguard_pool, None
+        logger.warning(
+            "database %r: process %d inherited a connection opened before fork() "
+            "(a query at import time or in AppConfig.ready() under a preforking server?); "
+            "discarded it without contacting the server and opening a new one%s",
+            self.alias, os.getpid(),
+            "" if pool is None else "; where it was opened is logged by connguard.pool",
+        )  # fmt: skip
+        if pool is not None:
+            pool.putconn(conn)  # recognised as inherited: a quiet discard
+        else:
+            self._cg_driver.abandon(conn, self._cg_fd)
+        # A fresh start for the transaction state Django kept about the old connection.
+        self.in_atomic_block = False
+        self.savepoint_ids = []
+        self.atomic_blocks = []
+        self.needs_rollback = False
+        self._cg_forks = forking.generation
