@@ -44,6 +44,16 @@ logger = logging.getLogger("connguard.django")
 _NEVER = float("inf")
 
 
+def application_name(alias: str) -> str:
+    """``<app>:<alias>:<pid>`` (at most 63 bytes, PostgreSQL's limit), so that
+    ``pg_stat_activity`` tells which process holds which connection."""
+    app = (
+        os.environ.get("CONNGUARD_APP_NAME")
+        or (os.environ.get("DJANGO_SETTINGS_MODULE", "django").split(".")[0])
+    )
+    return f"{app}:{alias}:{os.getpid()}"[-63:]
+
+
 class DatabaseWrapper(postgres.DatabaseWrapper):
     creation_class = DatabaseCreation
 
@@ -111,12 +121,20 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             # Django's meaning: check before use. With a pool: a ping at every checkout.
             driver, timeout = self._cg_driver, config.ping_timeout
             options["check"] = lambda conn: driver.ping(conn, timeout)
-        # Django's own (non-pooled) connect: same parameters, isolation level, jsonb set-up.
+        # Django's own (non-pooled) connect: same parameters, isolation level, jsonb set-up;
+        # plus an application_name naming app, alias and pid, read at each connect (a forked
+        # child names itself), unless the user set one.
+        alias = self.alias
+
+        def connect(_conninfo: str, **_kw: Any) -> Any:
+            params = dict(conn_params)
+            if "application_name" not in params:
+                params["application_name"] = application_name(alias)
+            return postgres.DatabaseWrapper.get_new_connection(connector, params)
+
         return ConnectionPool(
             driver=self._cg_driver,
-            connect=lambda _conninfo, **_kw: postgres.DatabaseWrapper.get_new_connection(
-                connector, dict(conn_params)
-            ),
+            connect=connect,
             _where=lambda key: pools.option_path(self.alias, key),
             **options,
         )
