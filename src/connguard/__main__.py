@@ -1,0 +1,5 @@
+import sys
+
+from connguard.cli import main
+
+sys.exit(main())

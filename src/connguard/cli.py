@@ -1,0 +1,54 @@
+"""``connguard`` command line: ``demo | doctor | stats | top | selfcheck``.
+
+Each subcommand lives in its own module and is imported only when used, so ``connguard``
+starts fast and optional dependencies stay optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand -> (module, one-line help); each module has ``add_arguments(parser)`` and
+#: ``run(args) -> int``
+COMMANDS = {
+    "demo": ("connguard.demo", "show the classic connection failures and their cure"),
+    "doctor": ("connguard.doctor", "diagnose a deployment's connection risks"),
+    "stats": ("connguard.top", "print pool and server connection statistics once"),
+    "top": ("connguard.top", "live table of pools and server connections"),
+    "selfcheck": ("connguard.selfcheck", "prove pool behaviour on a throwaway server"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connguard",
+        description="Pooled, fork-safe, self-healing database connections for Django.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue  # a command whose module is not there yet stays listed without options
+        adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+        adder(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    runner = getattr(module, f"run_{args.command}", None) or module.run
+    return int(runner(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
