@@ -1,0 +1,145 @@
+"""OPTIONS["pool"] validation and the system checks: exact messages, no server needed."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+if not settings.configured:
+    settings.configure(DATABASES={}, INSTALLED_APPS=["connguard"], USE_TZ=True)
+import django
+
+django.setup()
+
+from django.test.utils import override_settings  # noqa: E402
+
+from connguard.backends import pools  # noqa: E402
+from connguard.checks import check_pools  # noqa: E402
+
+ENGINE = "connguard.backends.postgresql"
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+
+
+def db(**kwargs: object) -> dict[str, object]:
+    return {"ENGINE": ENGINE, "NAME": "app", **kwargs}
+
+
+def test_absent_pool_means_pooled_with_defaults() -> None:
+    config = pools.validate("default", db(OPTIONS={}))
+    assert config is not None
+    assert (config.name, config.min_size, config.max_size, config.timeout) == (
+        "default",
+        0,
+        10,
+        30.0,
+    )
+
+
+def test_true_means_defaults_false_means_off() -> None:
+    assert pools.validate("default", db(OPTIONS={"pool": True})) is not None
+    assert pools.validate("default", db(OPTIONS={"pool": False})) is None
+
+
+def test_django_builtin_pool_keys_are_accepted() -> None:
+    options = {
+        "min_size": 2, "max_size": 4, "timeout": 10, "max_waiting": 5, "max_lifetime": 600,
+        "max_idle": 60, "reconnect_timeout": 30, "num_workers": 3, "name": "main",
+    }  # fmt: skip
+    config = pools.validate("default", db(OPTIONS={"pool": options}))
+    assert config is not None
+    assert (config.min_size, config.max_size, config.max_lifetime) == (2, 4, 600.0)
+
+
+def test_min_size_alone_sets_max_size_like_psycopg_pool() -> None:
+    config = pools.validate("default", db(OPTIONS={"pool": {"min_size": 4}}))
+    assert config is not None and config.max_size == 4
+
+
+def test_unknown_key_names_alias_key_and_suggestion() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        pools.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
+    message = str(info.value)
+    assert message.startswith(
+        "DATABASES['default']['OPTIONS']['pool']['max_sise']: unknown pool option 'max_sise' "
+        "(did you mean 'max_size'?). Known options: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("max_size", 0, "DATABASES['replica']['OPTIONS']['pool']['max_size']=0: must be 1 or more"),
+        ("max_size", "8", "DATABASES['replica']['OPTIONS']['pool']['max_size']='8': expected a whole number, e.g. 10"),
+        ("timeout", -1, "DATABASES['replica']['OPTIONS']['pool']['timeout']=-1: must be greater than 0 seconds"),
+        ("max_idle", "600", "DATABASES['replica']['OPTIONS']['pool']['max_idle']='600': expected a number of seconds (float), e.g. 30.0"),
+        ("leak_threshold", -5, "DATABASES['replica']['OPTIONS']['pool']['leak_threshold']=-5: must be 0 (off) or more seconds"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_refused_with_the_fix(key: str, value: object, expected: str) -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        pools.validate("replica", db(OPTIONS={"pool": {key: value}}))
+    assert str(info.value) == expected
+
+
+def test_min_larger_than_max() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        pools.validate("default", db(OPTIONS={"pool": {"min_size": 5, "max_size": 2}}))
+    assert str(info.value) == (
+        "DATABASES['default']['OPTIONS']['pool']['min_size']=5 is larger than "
+        "DATABASES['default']['OPTIONS']['pool']['max_size']=2: a pool cannot keep more idle "
+        "connections than it may open. Lower min_size or raise max_size."
+    )
+
+
+def test_reserved_keys_are_refused() -> None:
+    with pytest.raises(ImproperlyConfigured) as info:
+        pools.validate("default", db(OPTIONS={"pool": {"kwargs": {"sslmode": "require"}}}))
+    assert str(info.value) == (
+        "DATABASES['default']['OPTIONS']['pool']['kwargs'] cannot be set here: put connection "
+        "parameters in DATABASES[...] (HOST, PORT, OPTIONS), not in pool."
+    )
+
+
+def test_pool_must_be_bool_or_dict() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"\['pool'\]=8: expected True, False or a dict"):
+        pools.validate("default", db(OPTIONS={"pool": 8}))
+
+
+def test_server_pooler_values() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"\['server_pooler'\]='txn': expected one of"):
+        pools.validate("default", db(OPTIONS={"pool": {"server_pooler": "txn"}}))
+
+
+def ids(databases: dict[str, object]) -> list[str]:
+    with override_settings(DATABASES=databases):
+        return [m.id for m in check_pools()]  # type: ignore[misc]
+
+
+def test_checks() -> None:
+    assert ids({"default": db()}) == []
+    assert ids({"default": db(OPTIONS={"pool": {"max_size": 0}})}) == ["connguard.E001"]
+    stock = {"ENGINE": "django.db.backends.postgresql", "NAME": "x", "OPTIONS": {"pool": True}}
+    assert ids({"default": stock}) == ["connguard.W002", "connguard.W006"]
+    behind_pgbouncer = db(
+        OPTIONS={"pool": {"server_pooler": "transaction"}, "prepare_threshold": 5}
+    )
+    assert ids({"default": behind_pgbouncer}) == ["connguard.E003", "connguard.W004"]
+    assert ids({"default": {**behind_pgbouncer, "DISABLE_SERVER_SIDE_CURSORS": True}}) == [
+        "connguard.W004"
+    ]
+    assert ids({"default": db(CONN_MAX_AGE=600)}) == ["connguard.W005"]
+
+
+def test_check_messages_name_the_fix() -> None:
+    with override_settings(DATABASES={"default": db(CONN_MAX_AGE=600)}):
+        (message,) = check_pools()
+    assert message.msg == (
+        "DATABASES['default']['CONN_MAX_AGE']=600 has no effect with the connguard pool: "
+        "connections go back to the pool after every request, and the pool's max_lifetime "
+        "(default 3600 s) bounds how long a server connection lives."
+    )
+    assert message.hint == (
+        "Remove CONN_MAX_AGE (or set 0); tune "
+        "DATABASES['default']['OPTIONS']['pool']['max_lifetime'] instead."
+    )
