@@ -1,0 +1,15 @@
+from django.urls import path
+
+from testproject.app import views
+
+urlpatterns = [
+    path("health", views.health),
+    path("pid", views.pid),
+    path("backend", views.backend),
+    path("row/<str:key>", views.row),
+    path("write/<str:token>", views.write),
+    path("slow/<int:ms>", views.slow),
+    path("async/row/<str:key>", views.async_row),
+    path("async/write/<str:token>", views.async_write),
+    path("async/slow/<int:ms>", views.async_slow),
+]
