@@ -49,6 +49,7 @@ from connguard.errors import (
     PoolUnavailable,
     TooManyRequests,
 )
+from connguard.metrics import ZEROS
 
 logger = logging.getLogger("connguard.pool")
 
@@ -954,7 +955,7 @@ class ConnectionPool:
             "checkouts": self._retired_uses + sum(e.uses for e in self._entries.values()),
         }
         stats.update(self._stats)
-        return stats
+        return {**ZEROS, **stats}  # every canonical name, 0 until its event happens
 
     def leases(self) -> Iterator[tuple[Entry, Lease]]:
         """The connections lent right now, with who holds them (for diagnostics)."""
