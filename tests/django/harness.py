@@ -70,6 +70,11 @@ DEFAULT_DB_SETTINGS: dict[str, Any] = {
 }
 
 
+#: How PostgreSQL refuses a connection when max_connections is exhausted ("too many
+#: clients" for superusers, "reserved for ... superuser" slots message for other roles).
+TOO_MANY_CONNECTIONS = ("too many clients", "remaining connection slots are reserved")
+
+
 class HarnessError(RuntimeError):
     """A process did not start / become ready, or a helper command failed."""
 
@@ -777,9 +782,14 @@ class Result:
         """errors + wrong + lost: what connguard must bring to zero."""
         return self.errors + self.wrong + self.lost
 
-    def has_error(self, needle: str) -> bool:
-        needle = needle.lower()
-        return any(needle in msg.lower() for msg in self.error_samples)
+    def has_error(self, *needles: str) -> bool:
+        """True if any error sample contains any of ``needles`` (case-insensitive)."""
+        lowered = [n.lower() for n in needles]
+        return any(n in msg.lower() for msg in self.error_samples for n in lowered)
+
+    def has_too_many_connections(self) -> bool:
+        """The server refused connections for lack of slots (superuser or not)."""
+        return self.has_error(*TOO_MANY_CONNECTIONS)
 
     def add_load(self, load: LoadResult) -> None:
         self.requests += load.requests
