@@ -157,6 +157,8 @@ class ConnectionPool:
         self._waiters: deque[_Waiter] = deque()
         self._reclaim: deque[Entry] = deque()
         self._inherited: dict[int, Entry] = {}
+        # connections this pool closed or abandoned, so that returning one again is harmless
+        self._done: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._generation = 0
         self._pid = os.getpid()
         self._worker: threading.Thread | None = None
@@ -533,11 +535,15 @@ class ConnectionPool:
                 "pool %r: %s was inherited from pid %d; discarded without contacting the server",
                 self.name, inherited.describe(), inherited.pid,
             )  # fmt: skip
+            with self._lock:
+                self._done[id(conn)] = conn
             self._driver.abandon(conn, -1)
             return
         with self._lock:
-            known = any(e.conn is conn for e in self._idle) or any(
-                e.ref is not None and e.ref() is conn for e in self._entries.values()
+            known = (
+                self._done.get(id(conn)) is conn
+                or any(e.conn is conn for e in self._idle)
+                or any(e.ref is not None and e.ref() is conn for e in self._entries.values())
             )
         if known:
             return  # returned twice, or already retired: harmless
@@ -548,12 +554,14 @@ class ConnectionPool:
 
     def _retire(self, entry: Entry, reason: str) -> None:
         """Forget an entry, free its slot for a waiter, and close it (outside the lock)."""
+        conn = entry.conn if entry.conn is not None else (entry.ref() if entry.ref else None)
+        entry.conn = None
         with self._lock:
             self._stats[reason] += 1
             self._forget_locked(entry)
             self._grant_slots_locked()
-        conn = entry.conn if entry.conn is not None else (entry.ref() if entry.ref else None)
-        entry.conn = None
+            if conn is not None:
+                self._done[id(conn)] = conn
         if conn is not None:
             self._driver.close(conn)
 
@@ -636,6 +644,8 @@ class ConnectionPool:
                     continue
                 if lease.thread not in alive:
                     conn = entry.ref() if entry.ref is not None else None
+                    if conn is not None:
+                        self._done[id(conn)] = conn
                     self._forget_locked(entry)
                     self._stats["leaks_reclaimed"] += 1
                     dead.append((entry, conn))
@@ -847,7 +857,9 @@ class ConnectionPool:
         out = dict(self._out)
         closed, opened = self._closed, self._opened
         generation = self._generation
+        done = self._done
         self._reset_state()
+        self._done = done
         self._closed, self._opened = closed, opened
         self._generation = generation + 1
         for entry in entries:
