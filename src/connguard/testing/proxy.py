@@ -213,10 +213,12 @@ class FaultProxy:
 
     def _set_mode(self, mode: Mode, delay: float) -> None:
         with self._lock:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            self._mode, self._delay = mode, delay
+            closed = self._closed
+            if not closed:
+                self._mode, self._delay = mode, delay
             links = list(self._links)
+        if closed:
+            raise RuntimeError(f"{self!r} is closed")
         for link in links:
             _wake(link.wake_w)
 

@@ -432,7 +432,10 @@ class PostgresServer:
     def kill(self) -> None:
         """SIGKILL the postmaster and every backend, as in a crash of the server.
 
-        Clients see their sockets closed; the next :meth:`start` runs crash recovery.
+        Clients see their sockets closed; the next :meth:`start` runs crash recovery. As
+        with a real crash under ``synchronous_commit=off`` (the rig's default), transactions
+        committed in the last moments before it may be lost; a session that needs its
+        commits to survive sets ``synchronous_commit=on``.
         """
         _teardown.kill_cluster(
             self.data_dir,

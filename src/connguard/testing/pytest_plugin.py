@@ -1,0 +1,85 @@
+"""pytest fixtures for the real-server rig; load with
+``pytest_plugins = ["connguard.testing.pytest_plugin"]`` in the top ``conftest.py``.
+
+* ``pg_server`` (session): one :class:`~connguard.testing.server.PostgresServer` for the run.
+  Without PostgreSQL binaries the tests that use it are skipped with the reason — or fail,
+  when ``CI`` is set to true, so that CI cannot pass by skipping.
+* ``pg`` (function): the same server, running when the test starts; afterwards started again
+  if the test left it stopped or killed, and its configuration reset if the test changed it.
+* ``pg_dsn`` (function): ``pg.conninfo()`` — the libpq keyword string for database postgres.
+* ``fault_proxy`` (function): a :class:`~connguard.testing.proxy.FaultProxy` in front of the
+  server, closed after the test.
+
+Tests that use any of these are marked ``integration`` (``pytest -m "not integration"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from connguard.testing.proxy import FaultProxy
+from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
+
+__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_server"]
+
+RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy"})
+
+
+def in_ci() -> bool:
+    """True when the ``CI`` environment variable says so (``true``, ``1``, ``yes``)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole test session."""
+    try:
+        server = PostgresServer()
+    except ServerUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg(pg_server: PostgresServer) -> Iterator[PostgresServer]:
+    """``pg_server``, running; restarted and its configuration reset after the test."""
+    pg_server.start()
+    yield pg_server
+    pg_server.start()
+    if pg_server.config_changed:
+        pg_server.reset_config()
+
+
+@pytest.fixture
+def pg_dsn(pg: PostgresServer) -> str:
+    """The libpq keyword string for database ``postgres`` on the test server."""
+    return pg.conninfo()
+
+
+@pytest.fixture
+def fault_proxy(pg: PostgresServer) -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` in front of the test server; connect to its host and port."""
+    with FaultProxy(pg.host, pg.port) as proxy:
+        yield proxy
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if RIG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_report_header() -> str:
+    try:
+        return f"connguard rig: PostgreSQL binaries in {find_pg_bin()}"
+    except ServerUnavailable as exc:
+        return f"connguard rig: {str(exc).splitlines()[0]}"
