@@ -139,6 +139,9 @@ class ConnectionPool:
         self._min_size = config.min_size
         self._max_size = config.max_size
         self._ping_interval = config.ping_interval or _INF
+        # how long after its last use getconn() may lend a connection without the slow path;
+        # never when a check() callback must see every checkout (as in psycopg_pool)
+        self._fresh_for = self._ping_interval if config.check is None else -_INF
         self._timeout = config.timeout
         self._leak_threshold = config.leak_threshold
         self._tx_status = self._driver.transaction_status
@@ -211,7 +214,7 @@ class ConnectionPool:
                 # young, used moments ago, and nothing arrived on the socket: lend it
                 if (
                     now < entry.expires
-                    and now - entry.last_used < self._ping_interval
+                    and now - entry.last_used < self._fresh_for
                     and not entry.poller.poll(0)
                 ) or self._revalidate(entry, now):
                     entry.conn = None  # held weakly while lent: a dropped one is reclaimed
