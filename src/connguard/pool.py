@@ -444,7 +444,7 @@ class ConnectionPool:
             )  # fmt: skip
         if call_failed:
             logger.error(
-                "pool %r: database unreachable for %.1f s (reconnect_timeout=%.1f s): %s",
+                "pool %r: database unreachable for %.1f s (reconnect_timeout=%g s): %s",
                 self.name, down_for, self.config.reconnect_timeout, message,
             )  # fmt: skip
             if self.config.reconnect_failed is not None:
@@ -656,7 +656,7 @@ class ConnectionPool:
                     lease.reported = True
                     self._stats["leaks_detected"] += 1
                     logger.warning(
-                        "pool %r: possible leak: %s held for %.1f s (leak_threshold=%.1f s) "
+                        "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
                         "by thread %r; taken at:\n%s",
                         self.name, entry.describe(), now - lease.taken_at, threshold,
                         thread_name(lease.thread), format_stack(lease.stack),
@@ -908,9 +908,10 @@ class ConnectionPool:
         )
 
     def _last_error_text(self) -> str:
+        # only while the breaker is open: once a connect succeeded, the old error is history
         return (
             f"; the last connect attempt failed with: {self._last_error}"
-            if self._last_error
+            if self._last_error and self._down_since is not None
             else ""
         )
 
