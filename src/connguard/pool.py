@@ -810,6 +810,8 @@ class ConnectionPool:
             self._grant_slots_locked()
         for entry in drop:
             self._retire(entry, "connections_discarded")
+        if self._min_size:
+            self._ensure_worker()  # the fill to a larger min_size is background work
         self._wake.set()
 
     def drain(self) -> None:
