@@ -1,0 +1,1 @@
+"""Optional adapters: Prometheus (:mod:`.prometheus`) and Django views (:mod:`.django`)."""

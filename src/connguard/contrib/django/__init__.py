@@ -1,0 +1,1 @@
+"""Django views for metrics and health checks: ``path("connguard/", include("connguard.contrib.django.urls"))``."""
