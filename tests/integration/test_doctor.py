@@ -1,0 +1,386 @@
+"""``connguard doctor``: each finding triggered for real on the rig's server (and a real
+PgBouncer in front of it), the text output compared exactly, the exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connguard import cli
+from connguard.testing.server import PostgresServer
+
+DJANGO_DIR = Path(__file__).resolve().parents[1] / "django"
+CONNGUARD = "connguard.backends.postgresql"
+STOCK = "django.db.backends.postgresql"
+
+
+def doctor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """``connguard doctor ARGV`` in this process: (exit code, stdout)."""
+    code = cli.main(["doctor", *argv])
+    return code, capsys.readouterr().out
+
+
+def doctor_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code, out = doctor(capsys, "--json", *argv)
+    return code, json.loads(out)
+
+
+def ids(report: dict[str, Any]) -> dict[str, str]:
+    """finding id -> severity (each id once in these tests)."""
+    return {f["id"]: f["severity"] for f in report["findings"]}
+
+
+def manage_doctor(
+    server: PostgresServer, *argv: str, port: int | None = None, **settings: str
+) -> tuple[int, dict[str, Any]]:
+    """``manage.py connguard doctor --json`` of the test project with CGT_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CGT_", "GUNICORN"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="metricsproject.settings",
+        PYTHONPATH=os.pathsep.join([str(DJANGO_DIR), env.get("PYTHONPATH", "")]),
+        CGT_DB_HOST=server.host,
+        CGT_DB_PORT=str(port or server.port),
+        CGT_DB_USER=server.user,
+        CGT_DB_NAME="postgres",
+    )
+    env.update({f"CGT_{k}": v for k, v in settings.items()})
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "connguard", "doctor", "--json", *argv],
+        env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.stdout.startswith("{"), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def server_lines(server: PostgresServer) -> tuple[str, str]:
+    version, num = server.execute(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
+    )[0]
+    reserved = "reserved 3 (superuser 3)"
+    if num >= 160000:
+        reserved = "reserved 3 (superuser 3, reserved_connections 0)"
+    return version, reserved
+
+
+# -- exact output ------------------------------------------------------------------------------
+
+
+def test_exact_text_with_idle_session_timeout(
+    pg: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg.set_config(
+        idle_session_timeout="5s", statement_timeout="30s",
+        idle_in_transaction_session_timeout="60s", tcp_keepalives_idle=60,
+        tcp_keepalives_interval=10, tcp_keepalives_count=6,
+    )  # fmt: skip
+    version, reserved = server_lines(pg)
+    code, out = doctor(capsys, "--dsn", pg.conninfo(), "--workers", "2", "--threads", "4")
+    at = f"127.0.0.1:{pg.port}"
+    assert out == (
+        f"Server {at}\n"
+        f"  PostgreSQL {version}, primary, read-write\n"
+        f"  max_connections 100, {reserved}: 97 for applications\n"
+        "  idle_session_timeout 5 s, idle_in_transaction_session_timeout 60 s, "
+        "statement_timeout 30 s\n"
+        "  tcp_keepalives idle 60 s, interval 10 s, count 6\n"
+        "  in front: nothing (direct connection)\n"
+        "Processes\n"
+        "  2 workers x 4 threads (gthread), preload off (from options); 1 host\n"
+        "Databases\n"
+        "  --dsn  connguard pool (min_size 0, max_size 10, max_lifetime 3600 s, max_idle 600 s)"
+        f" -> {at}/postgres\n"
+        f"  at most 8 connections to {at} (2 workers x 4 (--dsn)); it accepts 97\n"
+        "Findings\n"
+        f"  WARNING CG101  --dsn: {at} closes sessions idle for 5 s (idle_session_timeout), but "
+        "the pool closes idle connections only after max_idle 600 s (max_lifetime 3600 s); "
+        "connguard finds such connections dead at checkout and replaces them "
+        "(connections_lost), at the cost of a reconnect each time.\n"
+        "                 fix: Set the pool's keepalive_interval below the timeout (e.g. 2.5 s: "
+        "idle connections are then pinged), or max_idle to 2.5 s with min_size 0; or exempt "
+        "the application's role: ALTER ROLE app SET idle_session_timeout = 0.\n"
+        "0 errors, 1 warning, 0 info\n"
+    )
+    assert code == 0  # a warning alone passes...
+    assert doctor(capsys, "--dsn", pg.conninfo(), "--strict")[0] == 1  # ...unless --strict
+    # the fix works: pings every 2 s keep the sessions alive
+    code, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--keepalive-interval", "2")
+    assert (code, ids(report)) == (0, {})
+
+
+def test_default_server_reports_keepalives_and_missing_timeouts(
+    pg: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = doctor_json(capsys, "--dsn", pg.conninfo())
+    assert code == 0
+    assert ids(report) == {"CG103": "info", "CG104": "info", "CG105": "info"}
+    message = next(f["message"] for f in report["findings"] if f["id"] == "CG103")
+    assert "tcp_keepalives_idle is 7200 s" in message and "2 h 11 min" in message
+    (server,) = report["servers"]
+    assert (server["max_connections"], server["budget"], server["in_recovery"]) == (100, 97, False)
+    assert report["processes"]["server"] == "unknown"
+    assert report["notes"] == [
+        "process model unknown: 1 process with 1 thread assumed (give --workers/--threads, "
+        "--gunicorn-config, --asgi or --gevent)"
+    ]
+
+
+def test_cannot_connect_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    code, report = doctor_json(
+        capsys, "--dsn", f"host=127.0.0.1 port={port} user=postgres connect_timeout=2"
+    )
+    assert code == 2
+    (finding,) = report["findings"]
+    assert finding["id"] == "CG001" and finding["severity"] == "error"
+    assert finding["message"].startswith(f"cannot connect to 127.0.0.1:{port} (--dsn): ")
+
+
+def test_read_only_server(pg: PostgresServer, capsys: pytest.CaptureFixture[str]) -> None:
+    pg.set_config(default_transaction_read_only="on")
+    _, report = doctor_json(capsys, "--dsn", pg.conninfo())
+    assert ids(report)["CG501"] == "warning"
+    message = next(f["message"] for f in report["findings"] if f["id"] == "CG501")
+    assert message == (
+        f"127.0.0.1:{pg.port} is read-only: default_transaction_read_only is on; every write "
+        "will fail with 'cannot execute ... in a read-only transaction'."
+    )
+
+
+# -- the connection budget ---------------------------------------------------------------------
+
+
+def test_budget_against_max_connections_20(
+    pg: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg.set_config(restart=True, max_connections=20)
+    at = f"127.0.0.1:{pg.port}"
+    # 4 workers x min(max_size 10, 8 threads) = 32 > 20 - 3 reserved
+    code, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--workers", "4", "--threads", "8")
+    assert code == 1 and ids(report)["CG201"] == "error"
+    finding = next(f for f in report["findings"] if f["id"] == "CG201")
+    assert finding["message"] == (
+        f"{at}: the processes may open 32 connections (4 workers x 8 (--dsn)) but the server "
+        "accepts 17 (20 max_connections - 3 reserved = 17): past that, connects fail with "
+        "'sorry, too many clients already'."
+    )
+    assert finding["fix"] == (
+        "Lower max_size to 4 (for 4 processes), put PgBouncer in transaction mode in front, "
+        "or raise max_connections."
+    )
+    # the same fleet on 3 hosts, each 1 worker x 8 threads: 24 > 17
+    code, report = doctor_json(
+        capsys, "--dsn", pg.conninfo(), "--workers", "1", "--threads", "8", "--hosts", "3"
+    )
+    finding = next(f for f in report["findings"] if f["id"] == "CG201")
+    assert "may open 24 connections (3 hosts x (1 worker x 8 (--dsn)))" in finding["message"]
+    # 2 x 8 = 16 fits in 17, but leaves no room: a warning
+    code, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--workers", "2", "--threads", "8")
+    assert code == 0 and ids(report)["CG202"] == "warning"
+    # Celery processes count too: 2 x 4 + 10 x 1 = 18 > 17
+    code, report = doctor_json(
+        capsys, "--dsn", pg.conninfo(), "--workers", "2", "--threads", "4",
+        "--celery-concurrency", "10",
+    )  # fmt: skip
+    assert "2 workers x 4 (--dsn) + 10 Celery x 1" in next(
+        f["message"] for f in report["findings"] if f["id"] == "CG201"
+    )
+
+
+# -- the process model, read from Django settings and a gunicorn config -------------------------
+
+
+def test_stock_engine_preload_asgi_and_idle_timeout(pg: PostgresServer, tmp_path: Path) -> None:
+    pg.set_config(idle_session_timeout="30s")
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("import multiprocessing\nworkers = 2 + 1\npreload_app = True\n")
+    code, report = manage_doctor(
+        pg, "--gunicorn-config", str(config), "--asgi", DB_ENGINE=STOCK, CONN_MAX_AGE="60"
+    )
+    assert code == 1
+    found = ids(report)
+    assert {k: found[k] for k in ("CG101", "CG301", "CG303")} == {
+        "CG101": "error",  # CONN_MAX_AGE 60 > idle_session_timeout 30 s, no health checks
+        "CG301": "error",  # preload + persistent connections
+        "CG303": "error",  # persistent connections under ASGI
+    }
+    assert report["processes"]["workers"] == 3 and report["processes"]["preload"] is True
+    assert report["processes"]["source"] == f"{config}, options"
+    cg101 = next(f for f in report["findings"] if f["id"] == "CG101")
+    assert cg101["message"] == (
+        f"default: 127.0.0.1:{pg.port} closes sessions idle for 30 s (idle_session_timeout), "
+        "but a worker keeps its connection between requests for up to 60 s; the first query "
+        "on such a connection fails with 'terminating connection due to idle-session "
+        "timeout' (or 'server closed the connection unexpectedly')."
+    )
+
+
+def test_preload_with_connguard_is_neutralised(pg: PostgresServer) -> None:
+    code, report = manage_doctor(pg, "--preload", "--workers", "2", DB_ENGINE=CONNGUARD)
+    assert code == 0 and ids(report)["CG302"] == "info" and "CG301" not in ids(report)
+    # the stock engine without persistent connections: a warning, not an error
+    code, report = manage_doctor(pg, "--preload", "--workers", "2", DB_ENGINE=STOCK)
+    assert code == 0 and ids(report)["CG301"] == "warning"
+    # ...and under ASGI nothing bounds its connections
+    _, report = manage_doctor(pg, "--asgi", DB_ENGINE=STOCK)
+    assert ids(report)["CG204"] == "warning"
+    assert report["databases"][0]["mode"] == "per request"
+
+
+def test_unreadable_gunicorn_config(
+    pg: PostgresServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("workers = undefined_name\n")
+    _, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--gunicorn-config", str(config))
+    finding = next(f for f in report["findings"] if f["id"] == "CG002")
+    assert finding["message"] == (
+        f"cannot read the gunicorn config {config}: name 'undefined_name' is not defined"
+    )
+
+
+def test_gunicorn_cmd_args(
+    pg: PostgresServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 5 -k gevent --worker-connections 50")
+    _, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--max-size", "4")
+    proc = report["processes"]
+    assert (proc["workers"], proc["gevent"], proc["worker_connections"]) == (5, True, 50)
+    assert report["demand"][0]["total"] == 20  # 5 workers x min(max_size 4, 50 greenlets)
+
+
+# -- what sits in front of the server ----------------------------------------------------------
+
+
+def _pgbouncer_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    return None
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(pg_server: PostgresServer) -> Iterator[int]:
+    """A real PgBouncer in transaction mode in front of the rig's server; its port."""
+    binary = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
+    )
+    if binary is None:
+        pytest.skip("the pgbouncer binary is not installed (apt-get install pgbouncer)")
+    workdir = Path(tempfile.mkdtemp(prefix="cg-pgbouncer-"))
+    workdir.chmod(0o777)  # pgbouncer runs as an unprivileged user under root
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (workdir / "users.txt").write_text(f'"{pg_server.user}" ""\n')
+    (workdir / "pgbouncer.ini").write_text(
+        f"[databases]\n* = host={pg_server.host} port={pg_server.port}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {workdir / 'users.txt'}\n"
+        f"admin_users = {pg_server.user}\npool_mode = transaction\nmax_client_conn = 10\n"
+        "default_pool_size = 4\nclient_idle_timeout = 20\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {workdir / 'pgbouncer.log'}\n"
+    )
+    for file in workdir.iterdir():
+        file.chmod(0o666)
+    user = _pgbouncer_user()
+    argv = [binary, *(["-u", user] if user else []), str(workdir / "pgbouncer.ini")]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.settimeout(0.5)
+                s.connect(("127.0.0.1", port))
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = (workdir / "pgbouncer.log").read_text() if proc.poll() is None else ""
+                pytest.fail(f"pgbouncer did not start (exit {proc.poll()}): {log}")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_pgbouncer_in_transaction_mode(pg: PostgresServer, pgbouncer: int) -> None:
+    code, report = manage_doctor(
+        pg, "--workers", "4", "--threads", "4", port=pgbouncer,
+        DB_ENGINE=CONNGUARD, DB_OPTIONS=json.dumps({"prepare_threshold": 5}),
+    )  # fmt: skip
+    (server,) = report["servers"]
+    assert server["pooler"]["kind"] == "pgbouncer"
+    assert (server["pooler"]["pool_mode"], server["pooler"]["max_client_conn"]) == (
+        "transaction",
+        10,
+    )
+    assert server["max_connections"] == 100  # the facts still come from the server behind
+    assert code == 1
+    assert ids(report) == {
+        "CG401": "error",  # server-side cursors enabled
+        "CG203": "error",  # 4 workers x 4 > max_client_conn 10
+        "CG102": "warning",  # idle 600 s > client_idle_timeout 20 s
+        "CG402": "warning",  # prepare_threshold 5
+        "CG403": "warning",  # server_pooler not declared
+        "CG103": "info",
+        "CG104": "info",
+        "CG105": "info",
+    }
+    by_id = {f["id"]: f for f in report["findings"]}
+    assert by_id["CG403"]["message"] == (
+        f"default: PgBouncer {server['pooler']['version']} at 127.0.0.1:{pgbouncer} runs in "
+        "transaction mode, but the settings say server_pooler is not declared."
+    )
+    assert by_id["CG203"]["message"] == (
+        f"PgBouncer at 127.0.0.1:{pgbouncer}: up to 16 client connections (4 workers x 4 "
+        "(default)) but max_client_conn is 10: the rest are refused with 'no more "
+        "connections allowed'."
+    )
+    # declared and fixed: nothing left but the server's own infos
+    code, report = manage_doctor(
+        pg, "--workers", "2", port=pgbouncer, DB_ENGINE=CONNGUARD,
+        DISABLE_SERVER_SIDE_CURSORS="1",
+        DB_OPTIONS=json.dumps({"pool": {"server_pooler": "transaction", "max_idle": 10}}),
+    )  # fmt: skip
+    assert code == 0
+    assert set(ids(report)) == {"CG103", "CG104", "CG105"}
+
+
+def test_unknown_proxy_in_front(
+    pg: PostgresServer, fault_proxy: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = f"host={fault_proxy.host} port={fault_proxy.port} user={pg.user} dbname=postgres"
+    _, report = doctor_json(capsys, "--dsn", dsn)
+    assert report["servers"][0]["pooler"]["kind"] == "proxy"
+    finding = next(f for f in report["findings"] if f["id"] == "CG404")
+    assert finding["message"].startswith(
+        f"--dsn: something is between the application and the server: the server listens on "
+        f"port {pg.port}, the connection went to port {fault_proxy.port}; no PgBouncer admin "
+        "console answered ("
+    )
