@@ -42,6 +42,7 @@ COUNTERS: dict[str, str] = {
     "connections_opened": "server connections opened",
     "connections_ms": "time spent opening server connections, in milliseconds",
     "connections_errors": "connect attempts that failed",
+    "connections_refused_full": "connect attempts the server refused for lack of slots (53300)",
     "connections_lost": "connections found dead (closed by the server or the network) and replaced",
     "connections_expired": "connections closed on reaching max_lifetime",
     "connections_idle_closed": "idle connections above min_size closed after max_idle",
@@ -73,6 +74,18 @@ def all_pools(include_closed: bool = False) -> list[ConnectionPool]:
         if isinstance(obj, ConnectionPool) and (include_closed or not obj.closed)
     ]
     return sorted(found, key=lambda pool: pool.name)
+
+
+def stats_by_name(pools: list[ConnectionPool]) -> dict[str, dict[str, int]]:
+    """Stats of pools that share a name summed (``breaker_open``: the largest), per name."""
+    found: dict[str, dict[str, int]] = {}
+    for pool in pools:
+        stats = pool.get_stats()
+        into = found.setdefault(pool.name, dict(ZEROS))
+        for stat in STAT_NAMES:
+            value = int(stats.get(stat, 0))
+            into[stat] = max(into[stat], value) if stat == "breaker_open" else into[stat] + value
+    return found
 
 
 def pool_status(pool: ConnectionPool) -> dict[str, Any]:

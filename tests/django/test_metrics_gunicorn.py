@@ -1,5 +1,6 @@
-"""The Prometheus endpoint scraped from a real multi-worker gunicorn (multiprocess mode), and
-the JSON status view, on the metrics test project (tests/django/metricsproject)."""
+"""The Prometheus endpoint scraped from a real multi-worker gunicorn, and uvicorn, in
+prometheus_client's multiprocess mode; the JSON status view. On the metrics test project
+(tests/django/metricsproject)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,28 @@ def test_metrics_sum_over_gunicorn_workers(django_pg: Any, django_db: str) -> No
         )
         assert found["connguard_pool_max"] == MAX_SIZE * (len(served_by) - 1), h.logs()
         assert found["connguard_checkouts_total"] == REQUESTS
+
+
+def test_metrics_sum_over_uvicorn_workers(django_pg: Any, django_db: str) -> None:
+    """uvicorn spawns its workers (no fork, no hooks): each starts publishing after its first
+    request; whichever answers the scrape reads them all."""
+    with (
+        harness.Harness(django_pg, django_db) as h,
+        tempfile.TemporaryDirectory(prefix="cg-prom-") as mpdir,
+    ):
+        env = h.env({"ENGINE": harness.CONNGUARD_ENGINE})
+        env.update(
+            DJANGO_SETTINGS_MODULE="metricsproject.settings",
+            PROMETHEUS_MULTIPROC_DIR=mpdir,
+            CONNGUARD_METRICS_INTERVAL="0.2",
+        )
+        srv = h.uvicorn(env, workers=2, app="metricsproject.asgi:application")
+        requests = 60
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = list(
+                pool.map(lambda _: harness.http_get(srv.base_url + "/query")[0], range(requests))
+            )
+        assert statuses == [200] * requests, h.logs()
+        found = wait_for(srv.base_url, lambda s: s.get("connguard_checkouts_total") == requests)
+        assert found["connguard_checkouts_total"] == requests, h.logs()
+        assert found["connguard_requests_errors_total"] == 0

@@ -214,3 +214,34 @@ def test_metrics_view_single_process(make_pool: Any) -> None:
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
     assert samples(response.content.decode(), "cg-view")["connguard_checkouts_total"] == 1
+
+
+def test_opentelemetry_instruments_read_every_pool(make_pool: Any) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is in the test extra")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from connguard.contrib import opentelemetry
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    made = opentelemetry.instrument(provider)
+    assert opentelemetry.instrument(provider) is made  # once per provider
+    pool = make_pool("cg-otel", max_size=3)
+    for _ in range(4):
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    points: dict[str, tuple[float, str]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if point.attributes.get("pool") == "cg-otel":
+                        points[metric.name] = (point.value, metric.unit or "")
+    assert points["connguard.checkouts"] == (4, "1")
+    assert points["connguard.pool_max"] == (3, "1")
+    assert points["connguard.requests_wait_time"][1] == "s"
+    assert len(points) == len(metrics.STAT_NAMES)
+    provider.shutdown()

@@ -71,18 +71,6 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def _by_name(pools: list[ConnectionPool]) -> dict[str, dict[str, int]]:
-    """Stats summed per pool name (``breaker_open``: the largest)."""
-    found: dict[str, dict[str, int]] = {}
-    for pool in pools:
-        stats = pool.get_stats()
-        into = found.setdefault(pool.name, dict.fromkeys(metrics.STAT_NAMES, 0))
-        for stat in metrics.STAT_NAMES:
-            value = int(stats.get(stat, 0))
-            into[stat] = max(into[stat], value) if stat in _MAX_GAUGES else into[stat] + value
-    return found
-
-
 # -- one process: a collector read at scrape time ----------------------------------------------
 
 
@@ -90,7 +78,7 @@ class PoolCollector:
     """Reads every live pool of this process at each scrape."""
 
     def collect(self) -> Iterator[Any]:
-        per_pool = _by_name(metrics.all_pools())
+        per_pool = metrics.stats_by_name(metrics.all_pools())
         for stat, meaning in metrics.GAUGES.items():
             name, _ = metric_name(stat)
             gauge = GaugeMetricFamily(name, meaning, labels=["pool"])
