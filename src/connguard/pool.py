@@ -40,7 +40,14 @@ from typing import Any
 from connguard import forking
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, TxStatus, get_driver
-from connguard.entry import Entry, Lease, format_stack, short_stack, thread_name
+from connguard.entry import (
+    Entry,
+    Lease,
+    format_stack,
+    live_thread_idents,
+    short_stack,
+    thread_name,
+)
 from connguard.errors import (
     ForeignConnection,
     PoolClosed,
@@ -173,6 +180,9 @@ class ConnectionPool:
         self._attempt_in_flight = False
         self._backoff = 0.0
         self._reconnect_failed_called = False
+        self._ceiling = 0  # while _ceiling_until is in the future: the server is full
+        self._ceiling_until = 0.0
+        self._full_logged_at = -_INF
         # statistics: checkouts are counted per entry (only its holder touches it: no lock)
         self._retired_uses = 0
         self._stats: Counter[str] = Counter()
@@ -278,7 +288,7 @@ class ConnectionPool:
             self._drain_reclaim_locked()
         if self._idle:
             return None  # one came back meanwhile: take it
-        if self._size < self._max_size and not self._waiters:
+        if self._size < self._limit_locked(now) and not self._waiters:
             if self._down_since is not None:
                 if self._attempt_in_flight or now < self._next_attempt:
                     raise self._unavailable_error()
@@ -376,6 +386,9 @@ class ConnectionPool:
                     self._driver.close(conn)
                     raise
         except Exception as exc:
+            if self._driver.is_capacity_error(exc):
+                self._server_full(exc)
+                return None  # the server is up: wait for a connection to come back
             self._connect_failed(exc, started)
             if deadline is None:
                 return None
@@ -414,6 +427,33 @@ class ConnectionPool:
         )
         entry.ref = weakref.ref(conn, _collected_callback(self, entry))
         return entry
+
+    def _server_full(self, exc: BaseException) -> None:
+        """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
+        no breaker; cap this pool at what it holds now for a short, jittered while."""
+        now = monotonic()
+        message = _one_line(exc)
+        with self._lock:
+            self._size -= 1
+            self._attempt_in_flight = False
+            self._down_since = None
+            self._stats["connections_errors"] += 1
+            self._stats["connections_refused_full"] += 1
+            self._last_error = message
+            first = now - self._full_logged_at > 10.0  # one warning per episode, not per try
+            if first:
+                self._full_logged_at = now
+            self._ceiling = len(self._entries)
+            self._ceiling_until = now + max(0.1, self.config.backoff_max) * (
+                0.5 + random.random() / 2
+            )
+        if first:
+            logger.warning(
+                "pool %r: the server has no connection slot left (%s); holding at %d "
+                "connection(s) and queueing callers until one is returned",
+                self.name, message, self._ceiling,
+            )  # fmt: skip
+        self._wake.set()
 
     def _connect_failed(self, exc: BaseException, started: float) -> None:
         now = monotonic()
@@ -556,17 +596,18 @@ class ConnectionPool:
         )
 
     def _retire(self, entry: Entry, reason: str) -> None:
-        """Forget an entry, free its slot for a waiter, and close it (outside the lock)."""
+        """Close an entry's connection (outside the lock), forget it, free its slot."""
         conn = entry.conn if entry.conn is not None else (entry.ref() if entry.ref else None)
         entry.conn = None
+        if conn is not None:
+            # closed before its slot is freed: never max_size + 1 sockets open at once
+            self._driver.close(conn)
         with self._lock:
             self._stats[reason] += 1
             self._forget_locked(entry)
             self._grant_slots_locked()
             if conn is not None:
                 self._done[id(conn)] = conn
-        if conn is not None:
-            self._driver.close(conn)
 
     def _forget_locked(self, entry: Entry) -> None:
         if self._entries.pop(entry.id, None) is not None:
@@ -597,9 +638,20 @@ class ConnectionPool:
 
     def _grant_slots_locked(self) -> None:
         """Hand free slots to queued callers so they open connections themselves."""
-        while self._waiters and self._size < self._max_size:
+        limit = self._limit_locked(monotonic())
+        while self._waiters and self._size < limit:
             self._size += 1
             self._waiters.popleft().grant(None)
+
+    def _limit_locked(self, now: float) -> int:
+        """How many connections may be open now: max_size, or fewer for a while after the
+        server said it has no slot left ("too many clients"): callers then wait for a
+        connection to come back instead of failing or hammering the server."""
+        if self._ceiling_until:
+            if now < self._ceiling_until:
+                return min(self._max_size, self._ceiling)
+            self._ceiling_until = 0.0  # try the full size again
+        return self._max_size
 
     def discard(self, conn: Any) -> None:
         """Close a connection that is known to be broken instead of returning it."""
@@ -638,39 +690,49 @@ class ConnectionPool:
     def _reap(self, now: float) -> None:
         """Reclaim leases whose owner thread died; report those held past leak_threshold."""
         threshold = self.config.leak_threshold
-        dead: list[tuple[Entry, Any]] = []
-        alive = {t.ident for t in threading.enumerate()}
+        dead: list[tuple[Entry, Lease, Any]] = []
+        leaks: list[tuple[Entry, Lease]] = []
+        # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
+        # and the garbage collector's callback reclaims the slot instead
+        alive = live_thread_idents() if self._out else None
         with self._lock:
             for entry in list(self._out.values()):
                 lease = entry.lease
                 if lease is None:
                     continue
-                if lease.thread not in alive:
+                if alive is not None and lease.thread not in alive:
+                    if self._entries.get(entry.id) is not entry:
+                        continue
                     conn = entry.ref() if entry.ref is not None else None
                     if conn is not None:
                         self._done[id(conn)] = conn
                     self._forget_locked(entry)
+                    self._size += 1  # the slot stays taken until the socket is closed
                     self._stats["leaks_reclaimed"] += 1
-                    dead.append((entry, conn))
+                    dead.append((entry, lease, conn))
                 elif threshold and not lease.reported and now - lease.taken_at > threshold:
                     lease.reported = True
                     self._stats["leaks_detected"] += 1
-                    logger.warning(
-                        "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
-                        "by thread %r; taken at:\n%s",
-                        self.name, entry.describe(), now - lease.taken_at, threshold,
-                        thread_name(lease.thread), format_stack(lease.stack),
-                    )  # fmt: skip
-            if dead:
-                self._grant_slots_locked()
-        for entry, conn in dead:
-            assert entry.lease is not None
+                    leaks.append((entry, lease))
+        for entry, lease in leaks:  # logged outside the lock: handlers may do I/O
+            logger.warning(
+                "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
+                "by thread %r; taken at:\n%s",
+                self.name, entry.describe(), now - lease.taken_at, threshold,
+                thread_name(lease.thread), format_stack(lease.stack),
+            )  # fmt: skip
+        if not dead:
+            return
+        for entry, lease, conn in dead:
             logger.warning(
                 "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
-                self.name, thread_name(entry.lease.thread), entry.describe(),
+                self.name, thread_name(lease.thread), entry.describe(),
             )  # fmt: skip
             if conn is not None:
                 self._driver.close(conn)
+        with self._lock:
+            self._size -= len(dead)
+            self._grant_slots_locked()
 
     # -- background maintenance ----------------------------------------------------------
 
@@ -691,6 +753,8 @@ class ConnectionPool:
         with self._lock:
             if self._reclaim:
                 self._drain_reclaim_locked()
+            if self._waiters:
+                self._grant_slots_locked()  # e.g. the server-full cap just expired
         self._reap(now)
         self._expire_idle(now)
         if self.config.keepalive_interval:
@@ -701,6 +765,8 @@ class ConnectionPool:
             tick = min(tick, self.config.leak_threshold / 4)
         if self._down_since is not None:
             tick = min(tick, max(0.01, self._next_attempt - monotonic()))
+        if self._ceiling_until:
+            tick = min(tick, max(0.01, self._ceiling_until - monotonic()))
         return tick
 
     def _expire_idle(self, now: float) -> None:

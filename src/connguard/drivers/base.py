@@ -21,6 +21,12 @@ class TxStatus(enum.IntEnum):
 
 _POLL_DEAD = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
 _devnull_fd: int | None = None
+_CAPACITY_MESSAGES = (
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for role",
+    "too many connections for database",
+)
 
 
 def _devnull() -> int:
@@ -68,6 +74,14 @@ class Driver:
         """Close the connection; never raise (it may be dead, or closed already)."""
         with contextlib.suppress(Exception):
             conn.close()
+
+    def is_capacity_error(self, exc: BaseException) -> bool:
+        """The server is up but has no connection slot left (SQLSTATE 53300)."""
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if code == "53300":
+            return True
+        text = str(exc)
+        return any(marker in text for marker in _CAPACITY_MESSAGES)
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, self.disconnect_errors)
