@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from connguard import cli
+from connguard.testing import _teardown
 from connguard.testing.server import PostgresServer
 
 DJANGO_DIR = Path(__file__).resolve().parents[1] / "django"
@@ -158,6 +160,58 @@ def test_read_only_server(pg: PostgresServer, capsys: pytest.CaptureFixture[str]
     assert message == (
         f"127.0.0.1:{pg.port} is read-only: default_transaction_read_only is on; every write "
         "will fail with 'cannot execute ... in a read-only transaction'."
+    )
+
+
+@pytest.fixture
+def standby(pg: PostgresServer) -> Iterator[PostgresServer]:
+    """A hot standby of the rig's server (pg_basebackup -R), running on its own port."""
+    replica = PostgresServer()
+    run_as = replica._run_as
+    as_user = _teardown.run_as_kwargs(run_as.uid, run_as.gid) if run_as else {}
+    try:
+        replica._run(
+            [str(replica.bin_dir / "pg_basebackup"), "-h", pg.host, "-p", str(pg.port),
+             "-U", pg.user, "-D", str(replica.data_dir), "-R", "-c", "fast", "--no-sync"],
+            "pg_basebackup",
+        )  # fmt: skip
+        replica._write_conf()  # its own port and socket directory
+        with replica.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [str(replica.bin_dir / "postgres"), "-D", str(replica.data_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, **as_user,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            pidfile = replica.data_dir / "postmaster.pid"
+            while True:  # a hot standby says "standby" where a primary says "ready"
+                with contextlib.suppress(OSError):
+                    lines = pidfile.read_text().splitlines()
+                    if len(lines) >= 8 and lines[7].strip() in ("ready", "standby"):
+                        break
+                assert proc.poll() is None and time.monotonic() < deadline, replica.log_tail()
+                time.sleep(0.02)
+            yield replica
+        finally:
+            proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    finally:
+        replica.cleanup()
+
+
+def test_standby_in_recovery(standby: PostgresServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = doctor_json(capsys, "--dsn", standby.conninfo())
+    assert code == 0 and report["servers"][0]["in_recovery"] is True
+    message = next(f["message"] for f in report["findings"] if f["id"] == "CG501")
+    assert message == (
+        f"127.0.0.1:{standby.port} is read-only: it is a standby in recovery "
+        "(pg_is_in_recovery() is true); every write will fail with 'cannot execute ... in a "
+        "read-only transaction'."
     )
 
 
