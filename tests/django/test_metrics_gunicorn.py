@@ -13,13 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import harness
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+try:  # the real-process harness (moving to the package for ``connguard demo``)
+    from connguard.demo import harness
+except ImportError:  # pragma: no cover - before the move
+    import harness  # type: ignore[no-redef]
+
 pytestmark = pytest.mark.django
 
-GUNICORN_CONF = Path(__file__).resolve().parent / "metricsproject" / "gunicorn_conf.py"
+HERE = Path(__file__).resolve().parent
+GUNICORN_CONF = HERE / "metricsproject" / "gunicorn_conf.py"
 WORKERS = 3
 MAX_SIZE = 2
 REQUESTS = 240
@@ -53,18 +58,27 @@ def wait_for(base_url: str, condition: Any, timeout: float = 15.0) -> dict[str, 
         time.sleep(0.2)
 
 
-def test_metrics_sum_over_gunicorn_workers(django_pg: Any, django_db: str) -> None:
+def project_env(h: Any, mpdir: str, settings: dict[str, Any]) -> dict[str, str]:
+    """The harness's environment, pointed at the metrics project, multiprocess mode on."""
+    env = dict(h.env(settings))
+    env.update(
+        DJANGO_SETTINGS_MODULE="metricsproject.settings",
+        PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
+        PROMETHEUS_MULTIPROC_DIR=mpdir,
+        CONNGUARD_METRICS_INTERVAL="0.2",
+    )
+    return env
+
+
+def test_metrics_sum_over_gunicorn_workers(pg_server: Any) -> None:
     with (
-        harness.Harness(django_pg, django_db) as h,
+        harness.Harness(pg_server, "postgres") as h,
         tempfile.TemporaryDirectory(prefix="cg-prom-") as mpdir,
     ):
-        env = h.env(
-            {"ENGINE": harness.CONNGUARD_ENGINE, "OPTIONS": {"pool": {"max_size": MAX_SIZE}}}
-        )
-        env.update(
-            DJANGO_SETTINGS_MODULE="metricsproject.settings",
-            PROMETHEUS_MULTIPROC_DIR=mpdir,
-            CONNGUARD_METRICS_INTERVAL="0.2",
+        env = project_env(
+            h,
+            mpdir,
+            {"ENGINE": harness.CONNGUARD_ENGINE, "OPTIONS": {"pool": {"max_size": MAX_SIZE}}},
         )
         srv = h.gunicorn(
             env, workers=WORKERS, app="metricsproject.wsgi:application", config=GUNICORN_CONF
@@ -116,19 +130,14 @@ def test_metrics_sum_over_gunicorn_workers(django_pg: Any, django_db: str) -> No
         assert found["connguard_checkouts_total"] == REQUESTS
 
 
-def test_metrics_sum_over_uvicorn_workers(django_pg: Any, django_db: str) -> None:
+def test_metrics_sum_over_uvicorn_workers(pg_server: Any) -> None:
     """uvicorn spawns its workers (no fork, no hooks): each starts publishing after its first
     request; whichever answers the scrape reads them all."""
     with (
-        harness.Harness(django_pg, django_db) as h,
+        harness.Harness(pg_server, "postgres") as h,
         tempfile.TemporaryDirectory(prefix="cg-prom-") as mpdir,
     ):
-        env = h.env({"ENGINE": harness.CONNGUARD_ENGINE})
-        env.update(
-            DJANGO_SETTINGS_MODULE="metricsproject.settings",
-            PROMETHEUS_MULTIPROC_DIR=mpdir,
-            CONNGUARD_METRICS_INTERVAL="0.2",
-        )
+        env = project_env(h, mpdir, {"ENGINE": harness.CONNGUARD_ENGINE})
         srv = h.uvicorn(env, workers=2, app="metricsproject.asgi:application")
         requests = 60
         with ThreadPoolExecutor(max_workers=4) as pool:
