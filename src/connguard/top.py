@@ -238,32 +238,44 @@ def lines_for(snap: dict[str, Any], rates: dict[str, float] | None = None) -> li
 
 
 def _rich_view(snap: dict[str, Any], rates: dict[str, float] | None) -> Any:
+    from rich import box
     from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     parts: list[Any] = []
-    pools = Table(title="Pools", title_justify="left")
     headers = [h for h, _ in POOL_COLUMNS] + (["checkouts/s"] if rates is not None else [])
-    for i, header in enumerate(headers):
-        pools.add_column(header, justify="left" if i == 0 else "right")
-    for row in pool_rows(snap["pools"], rates):
-        style = "red" if row[len(POOL_COLUMNS) - 1] == "open" else ""
-        pools.add_row(*(_cell(v) for v in row), style=style)
-    parts.append(pools)
+    if snap["pools"]:
+        pools = Table(title="Pools", title_justify="left", box=box.SIMPLE_HEAD)
+        for i, header in enumerate(headers):
+            pools.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
+        for row in pool_rows(snap["pools"], rates):
+            style = "red" if row[len(POOL_COLUMNS) - 1] == "open" else ""
+            pools.add_row(*(_cell(v) for v in row), style=style)
+        parts.append(pools)
+    else:
+        parts.append(Text("Pools: none in this process (give --metrics-url to read a running "
+                          "application)", style="dim"))  # fmt: skip
     for server in snap["servers"]:
         title = f"Sessions on {server['server']} (database {server['database']})"
-        sessions = Table(title=title, title_justify="left")
+        if "error" in server:
+            parts.append(Text(f"{title}: unreachable: {server['error']}", style="red"))
+            continue
+        if not server["sessions"]:
+            parts.append(Text(f"{title}: none", style="dim"))
+            continue
+        sessions = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
         for i, header in enumerate(ACTIVITY_HEADERS):
-            sessions.add_column(header, justify="left" if i < 2 else "right")
-        for s in server.get("sessions", []):
+            sessions.add_column(header, justify="left" if i < 2 else "right", no_wrap=i > 0)
+        for s in server["sessions"]:
             style = "yellow" if s["state"].startswith("idle in transaction") else ""
             sessions.add_row(
                 s["application"], s["state"], str(s["sessions"]), str(s["waiting"]),
                 f"{s['longest']:.0f} s", style=style,
             )  # fmt: skip
         parts.append(sessions)
-        if "error" in server:
-            parts.append(f"[red]unreachable: {server['error']}[/red]")
+    for error in snap["errors"]:
+        parts.append(Text(f"error: {error}", style="red"))
     return Group(*parts)
 
 
