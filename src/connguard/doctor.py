@@ -263,8 +263,11 @@ def _server_dict(server: Server) -> dict[str, Any]:
 
 
 def _database_dict(db: Database) -> dict[str, Any]:
+    from connguard.config import mask_conninfo
+
     data = dataclasses.asdict(db)
     data.pop("server")
+    data["conninfo"] = mask_conninfo(db.conninfo)
     data["server"] = db.server.address if db.server else None
     for key in ("max_lifetime", "max_idle", "conn_max_age"):
         if data[key] == float("inf"):

@@ -125,9 +125,10 @@ def test_exact_text_with_idle_session_timeout(
 def test_default_server_reports_keepalives_and_missing_timeouts(
     pg: PostgresServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, report = doctor_json(capsys, "--dsn", pg.conninfo())
+    code, report = doctor_json(capsys, "--dsn", pg.conninfo() + " password=s3cret")
     assert code == 0
     assert ids(report) == {"CG103": "info", "CG104": "info", "CG105": "info"}
+    assert report["databases"][0]["conninfo"] == pg.conninfo() + " password=***"
     message = next(f["message"] for f in report["findings"] if f["id"] == "CG103")
     assert "tcp_keepalives_idle is 7200 s" in message and "2 h 11 min" in message
     (server,) = report["servers"]
