@@ -115,12 +115,35 @@ class _AlwaysReadable:
 ALWAYS_READABLE = _AlwaysReadable()
 
 
+def green_threads() -> bool:
+    """True under gevent or eventlet monkey-patching: a thread ident then names a greenlet,
+    and there is no list of the greenlets alive to look it up in."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return True
+    patcher = sys.modules.get("eventlet.patcher")
+    return patcher is not None and bool(patcher.is_monkey_patched("thread"))
+
+
+def live_thread_idents() -> set[int] | None:
+    """The idents of every thread alive now — including threads the threading module never
+    saw (started by C code or ``_thread``) — or None when that cannot be known (greenlets)."""
+    if green_threads():
+        return None
+    alive = set(sys._current_frames())
+    alive.update(t.ident for t in threading.enumerate() if t.ident is not None)
+    return alive
+
+
 def thread_alive(ident: int) -> bool:
-    return any(t.ident == ident for t in threading.enumerate())
+    alive = live_thread_idents()
+    return alive is None or ident in alive
 
 
 def thread_name(ident: int) -> str:
     for t in threading.enumerate():
         if t.ident == ident:
             return t.name
+    if thread_alive(ident):
+        return f"<thread {ident}>"
     return f"<thread {ident}, exited>"
