@@ -673,12 +673,15 @@ class ConnectionPool:
         while self._reclaim:
             entry = self._reclaim.popleft()
             lease = entry.lease
-            if lease is None or self._out.get(lease.key) is not entry:
-                continue
-            self._out.pop(lease.key, None)
-            if self._entries.pop(entry.id, None) is not None:
-                self._size -= 1
-                self._retired_uses += entry.uses
+            if lease is None or self._entries.get(entry.id) is not entry:
+                continue  # returned or retired meanwhile
+            # its key in _out may already belong to a new connection at the same address
+            # (CPython reuses a collected object's memory at once): remove only this entry
+            if self._out.get(lease.key) is entry:
+                self._out.pop(lease.key, None)
+            del self._entries[entry.id]
+            self._size -= 1
+            self._retired_uses += entry.uses
             self._stats["leaks_reclaimed"] += 1
             logger.warning(
                 "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
