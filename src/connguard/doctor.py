@@ -747,7 +747,7 @@ def _idle_fix(db: Database, timeout: float, name: str) -> str:
         if name == "idle_session_timeout"
         else "set client_idle_timeout = 0 in pgbouncer.ini"
     )
-    if db.engine in ("connguard", "dsn"):
+    if db.engine in ("connguard", "dsn") and db.pooled:
         key, also = (
             ("OPTIONS['pool']['keepalive_interval']", "['max_idle']")
             if db.engine == "connguard"
@@ -762,9 +762,12 @@ def _idle_fix(db: Database, timeout: float, name: str) -> str:
             f"Use ENGINE '{CONNGUARD_ENGINE}' (it checks connections at checkout), or set "
             f"OPTIONS['pool'] max_idle to {below} with min_size 0 and CONN_HEALTH_CHECKS = True."
         )
+    age = int(max(1.0, timeout * 0.5))
+    if db.engine == "connguard":  # OPTIONS['pool'] = False: Django's persistent connections
+        return f"Set CONN_MAX_AGE below the timeout (e.g. {age}), or turn the pool back on."
     return (
         f"Use ENGINE '{CONNGUARD_ENGINE}', or set CONN_MAX_AGE below the timeout (e.g. "
-        f"{int(max(1.0, timeout * 0.5))}) and CONN_HEALTH_CHECKS = True."
+        f"{age}) and CONN_HEALTH_CHECKS = True."
     )
 
 
@@ -979,15 +982,15 @@ def _process_findings(dbs: list[Database], model: Processes) -> list[Finding]:
                     "time and in AppConfig.ready().",
                 )
             )  # fmt: skip
-        if model.asgi and db.engine == "django" and db.mode == "persistent":
+        if model.asgi and db.mode == "persistent":
             found.append(
                 Finding(
                     "CG303", "error", db.alias,
                     f"{db.alias}: {db.describe()} under ASGI: Django keeps a connection per "
                     "thread and async context, which ASGI servers create per request; they are "
                     "never reused and pile up until 'too many clients already'.",
-                    f"Set CONN_MAX_AGE = 0, or use ENGINE '{CONNGUARD_ENGINE}' (pooled and "
-                    "returned after every request).",
+                    f"Set CONN_MAX_AGE = 0, or use ENGINE '{CONNGUARD_ENGINE}' with its pool "
+                    "(connections return to it after every request).",
                 )
             )  # fmt: skip
     return found

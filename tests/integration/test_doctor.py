@@ -294,6 +294,11 @@ def test_preload_with_connguard_is_neutralised(pg: PostgresServer) -> None:
     _, report = manage_doctor(pg, "--asgi", DB_ENGINE=STOCK)
     assert ids(report)["CG204"] == "warning"
     assert report["databases"][0]["mode"] == "per request"
+    # connguard's engine with the pool off keeps Django's persistent connections: same pile-up
+    code, report = manage_doctor(
+        pg, "--asgi", DB_ENGINE=CONNGUARD, CONN_MAX_AGE="60", DB_OPTIONS='{"pool": false}'
+    )
+    assert code == 1 and ids(report)["CG303"] == "error"
 
 
 def test_unreadable_gunicorn_config(
