@@ -1,0 +1,249 @@
+"""Server down on the fake driver: fail fast, recover, jittered exponential backoff,
+reconnect_failed."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import statistics
+import threading
+import time
+
+import pytest
+from fakedb import FakeServer, wait_until
+
+from connguard import ConnectionPool, PoolUnavailable
+
+
+def stat(pool: ConnectionPool, name: str) -> int:
+    return pool.get_stats().get(name, 0)
+
+
+def test_down_fails_fast_naming_the_connect_error(make_pool, server: FakeServer) -> None:
+    pool = make_pool(name="db", max_size=2, timeout=10)
+    server.down = True
+    started = time.monotonic()
+    with pytest.raises(PoolUnavailable) as info:
+        pool.getconn()
+    assert time.monotonic() - started < 0.2
+    assert re.fullmatch(
+        r"pool 'db': database unreachable for 0\.\d\d s, failing fast \(size=0/2, in_use=0, "
+        r"idle=0, waiting=0\); the last connect attempt failed with: "
+        r"OperationalError: connection refused",
+        str(info.value),
+    ), str(info.value)
+    assert info.value.snapshot["breaker"] == "open"
+    assert isinstance(info.value.__cause__, Exception)
+
+
+def test_while_down_callers_fail_fast_without_connecting(make_pool, server: FakeServer) -> None:
+    pool = make_pool(name="db", max_size=4, backoff_initial=0.2, backoff_max=0.2)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    attempts = server.connect_attempts
+    for _ in range(50):
+        started = time.monotonic()
+        with pytest.raises(PoolUnavailable, match="connection refused"):
+            pool.getconn(timeout=5)
+        assert time.monotonic() - started < 0.2
+    assert server.connect_attempts - attempts <= 1  # only the background probe, if at all
+    assert stat(pool, "requests_failed_fast") >= 50
+    assert stat(pool, "breaker_opened") == 1
+
+
+def test_only_one_attempt_at_a_time_while_down(make_pool, server: FakeServer) -> None:
+    pool = make_pool(max_size=8, backoff_initial=0.01, backoff_max=0.01)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    server.slow_connect(0.2)
+    peak = 0
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        for _ in range(20):
+            try:
+                pool.getconn(timeout=1)
+            except PoolUnavailable:
+                pass
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, server.connecting)
+        time.sleep(0.002)
+    for t in threads:
+        t.join(10)
+    assert not errors
+    assert peak == 1
+
+
+def test_healthy_idle_connections_are_still_lent_while_down(make_pool, server: FakeServer) -> None:
+    pool = make_pool(max_size=2)
+    a = pool.getconn()
+    pool.putconn(a)
+    server.down = True
+    b = pool.getconn()  # the idle one
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()  # a second one would need a connect
+    assert pool.getconn.__self__ is pool
+    pool.putconn(b)
+    assert pool.getconn() is a
+    pool.putconn(a)
+
+
+def test_recovers_when_the_server_is_back(make_pool, server: FakeServer) -> None:
+    pool = make_pool(name="db", max_size=2)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    server.down = False
+    time.sleep(0.6)  # more than backoff_max
+    conn = pool.getconn()
+    assert conn.execute("select 1") == 1
+    pool.putconn(conn)
+    assert stat(pool, "breaker_open") == 0
+
+
+def test_background_probe_closes_the_breaker_without_requests(
+    make_pool, server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = make_pool(name="db", max_size=2)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    assert stat(pool, "breaker_open") == 1
+    with caplog.at_level(logging.WARNING, logger="connguard.pool"):
+        server.down = False
+        wait_until(lambda: stat(pool, "breaker_open") == 0, timeout=5)
+    assert server.conns[-1].thread == "connguard-db"
+    assert stat(pool, "pool_available") == 1  # the probe's connection is kept
+    assert re.search(
+        r"pool 'db': database reachable again after \d+\.\d\d s; circuit breaker closed",
+        caplog.text,
+    )
+
+
+def test_backoff_is_exponential_jittered_and_capped(make_pool, server: FakeServer) -> None:
+    attempts: list[float] = []
+    original = server.connect
+
+    def record(timeout: float | None, kwargs: dict) -> object:
+        attempts.append(time.monotonic())
+        return original(timeout, kwargs)
+
+    server.connect = record  # type: ignore[method-assign]
+    server.down = True
+    pool = make_pool(max_size=1, backoff_initial=0.01, backoff_max=0.08)
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    wait_until(lambda: len(attempts) >= 12, timeout=10)
+    server.down = False
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    # 0.01, 0.02, 0.04, 0.08, 0.08, ... each times a random factor from 0.5 to 1
+    assert gaps[0] < 0.04, gaps
+    capped = gaps[4:]
+    assert all(0.035 <= g <= 0.08 + 0.06 for g in capped), gaps
+    assert statistics.mean(capped) > 3 * gaps[0] or gaps[0] < 0.012, gaps
+    assert max(capped) - min(capped) > 0.004, gaps  # jittered: not all alike
+
+
+def test_backoff_formula(make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule itself, with the randomness pinned: backoff * (0.5 + random / 2)."""
+    import connguard.pool as pool_module
+
+    pool = make_pool(max_size=1, backoff_initial=0.1, backoff_max=0.5, open=False)
+    for rnd, expected in [(0.0, [0.05, 0.1, 0.2, 0.25, 0.25]), (1.0, [0.1, 0.2, 0.4, 0.5, 0.5])]:
+        monkeypatch.setattr(pool_module.random, "random", lambda r=rnd: r)
+        pool._backoff = 0.0
+        got = []
+        for _ in range(5):
+            with pool._lock:
+                pool._size += 1  # the slot the failed attempt held
+            pool._connect_failed(OSError("refused"), time.monotonic())
+            got.append(pool._next_attempt - time.monotonic())
+        assert [round(g, 2) for g in got] == expected
+
+
+def test_reconnect_failed_after_reconnect_timeout(
+    make_pool, server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[tuple[ConnectionPool, float]] = []
+    pool = make_pool(
+        name="db", max_size=1, reconnect_timeout=0.2, backoff_initial=0.02, backoff_max=0.05,
+        reconnect_failed=lambda p: calls.append((p, time.monotonic())),
+    )  # fmt: skip
+    server.down = True
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="connguard.pool"), pytest.raises(PoolUnavailable):
+        pool.getconn()
+    assert calls == []
+    wait_until(lambda: calls, timeout=5)
+    assert calls[0][0] is pool
+    assert calls[0][1] - started >= 0.2
+    time.sleep(0.2)
+    assert len(calls) == 1  # once per outage
+    assert re.search(
+        r"pool 'db': database unreachable for \d+\.\d s \(reconnect_timeout=0\.2 s\): "
+        r"OperationalError: connection refused",
+        caplog.text,
+    )
+    # recovered, then down again: a new outage calls it again
+    server.down = False
+    wait_until(lambda: stat(pool, "breaker_open") == 0, timeout=5)
+    server.down = True
+    server.kill_all()
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    wait_until(lambda: len(calls) == 2, timeout=5)
+    server.down = False
+
+
+def test_reconnect_failed_callback_errors_are_logged_not_raised(
+    make_pool, server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(pool: ConnectionPool) -> None:
+        raise RuntimeError("callback bug")
+
+    pool = make_pool(name="db", max_size=1, reconnect_timeout=0.05, reconnect_failed=explode,
+                     backoff_initial=0.01, backoff_max=0.02)  # fmt: skip
+    server.down = True
+    with caplog.at_level(logging.ERROR, logger="connguard.pool"), pytest.raises(PoolUnavailable):
+        pool.getconn()
+        wait_until(lambda: "reconnect_failed callback raised" in caplog.text, timeout=5)
+    wait_until(lambda: "reconnect_failed callback raised" in caplog.text, timeout=5)
+    server.down = False
+
+
+def test_waiters_are_not_stranded_when_a_connect_fails(make_pool, server: FakeServer) -> None:
+    """A waiter handed the slot of a failed connect tries itself (or fails fast); it does not
+    sit out its whole timeout."""
+    pool = make_pool(max_size=1, timeout=5)
+    gate = server.hold_connects()
+    errors: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            pool.putconn(pool.getconn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=get) for _ in range(3)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: server.connecting == 1 and stat(pool, "requests_waiting") == 2)
+    server.down = True
+    started = time.monotonic()
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert time.monotonic() - started < 1
+    assert len(errors) == 3 and all(isinstance(e, PoolUnavailable) for e in errors)
+    server.gate = None
+    server.down = False
