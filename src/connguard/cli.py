@@ -22,25 +22,26 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only *command*'s module is imported (all of them with None, for tests)."""
     parser = argparse.ArgumentParser(
         prog="connguard",
         description="Pooled, fork-safe, self-healing database connections for Django.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        try:
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or name == command:
             module = importlib.import_module(module_name)
-        except ImportError:
-            continue  # a command whose module is not there yet stays listed without options
-        adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
-        adder(command)
+            adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+            adder(subparser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
