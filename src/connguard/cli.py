@@ -1,4 +1,4 @@
-"""``connguard`` command line: ``demo | doctor | stats | top | selfcheck``.
+"""``connguard`` command line: ``demo | doctor | stats | top``.
 
 Each subcommand lives in its own module and is imported only when used, so ``connguard``
 starts fast and optional dependencies stay optional.
@@ -18,7 +18,6 @@ COMMANDS = {
     "doctor": ("connguard.doctor", "diagnose a deployment's connection risks"),
     "stats": ("connguard.top", "print pool and server connection statistics once"),
     "top": ("connguard.top", "live table of pools and server connections"),
-    "selfcheck": ("connguard.selfcheck", "prove pool behaviour on a throwaway server"),
 }
 
 
