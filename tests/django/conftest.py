@@ -16,8 +16,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import harness
 import pytest
+
+from connguard.demo import harness
 
 
 @pytest.fixture(scope="session")

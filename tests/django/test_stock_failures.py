@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import harness
 import pytest
 
 import django
+from connguard.demo import harness
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 

@@ -1,6 +1,6 @@
-"""Real-process harness for the Django backend tests (and the ``connguard demo`` command).
+"""Real-process harness for ``connguard demo`` and the Django backend tests (tests/django).
 
-It runs the test project (tests/django/testproject) under real servers — gunicorn (sync with
+It runs the demo project (:mod:`connguard.demo.project`) under real servers — gunicorn (sync with
 ``--preload``, gthread, gevent), uvicorn (ASGI), a Celery prefork worker, management
 commands — as subprocesses pointed at a database on the test PostgreSQL server, drives them
 with a bounded load client and checks the outcome:
@@ -19,7 +19,9 @@ Each classic failure is a named scenario (``SCENARIOS``) run by :func:`run_scena
     assert result.failures == 0                 # connguard
 
 ``pg_server`` is the rig's ``PostgresServer`` (duck-typed: ``conninfo()``, ``restart(mode=)``,
-``set_config(restart=, **gucs)``, ``reset_config()``, ``create_database``/``drop_database``).
+``set_config(restart=, **gucs)``, ``reset_config()``, ``create_database``/``drop_database``,
+``terminate(like=)``).  The harness imports neither pytest nor Django: the tests and the
+demo command both use it, and Django runs only in the processes it starts.
 Every process is started in its own session and killed by its pid (process group) when its
 :class:`Harness` exits, or at interpreter exit at the latest.  Every loop is bounded in
 count and time, and everything talks to loopback only.
@@ -49,10 +51,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-HERE = Path(__file__).resolve().parent
-PROJECT_DIR = HERE / "testproject"
-MANAGE_PY = PROJECT_DIR / "manage.py"
-GEVENT_CONFIG = PROJECT_DIR / "gunicorn_gevent.py"
+#: The Django project the harness runs: a package of connguard, so spawned processes import
+#: it from wherever connguard itself is installed (no path to a source tree needed).
+PROJECT = "connguard.demo.project"
+SETTINGS_MODULE = f"{PROJECT}.settings"
+WSGI_APP = f"{PROJECT}.wsgi:application"
+ASGI_APP = f"{PROJECT}.asgi:application"
+CELERY_APP = f"{PROJECT}.celery_app"
+#: By file path, not ``python:<module>``: importing it as a module would import connguard
+#: (hence Django and asgiref) in the gunicorn master before gevent's monkey-patching.
+GEVENT_CONFIG = Path(__file__).resolve().parent / "project" / "gunicorn_gevent.py"
+#: Celery task names (see project/celery_app.py)
+TASK_ROW, TASK_WRITE = f"{PROJECT}.row", f"{PROJECT}.write"
 PYTHON = sys.executable
 
 STOCK_ENGINE = "django.db.backends.postgresql"
@@ -67,6 +77,7 @@ DEFAULT_DB_SETTINGS: dict[str, Any] = {
     "CONN_MAX_AGE": 0,
     "CONN_HEALTH_CHECKS": False,
     "OPTIONS": {},
+    "DRIVER": None,  # "psycopg2": use psycopg2 even where psycopg 3 is installed
 }
 
 
@@ -87,6 +98,68 @@ class ScenarioUnsupported(Exception):
 # Database target
 
 
+class AdminConnection:
+    """An autocommit connection for the harness's own SQL, through psycopg 3 when it is
+    installed, else psycopg2 (a Django 4.2 venv may have only that): ``execute(sql, params)``
+    returns the rows (``%s`` placeholders in both)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conn: Any
+        try:
+            import psycopg
+        except ImportError:
+            import psycopg2
+
+            self._conn = psycopg2.connect(conninfo)
+            self._conn.autocommit = True
+        else:
+            self._conn = psycopg.connect(conninfo, autocommit=True)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._conn.closed)
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        cur = self._conn.cursor()
+        try:
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    def __enter__(self) -> AdminConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_conninfo(conninfo: str) -> dict[str, str]:
+    """A libpq keyword string or URL as a dict (psycopg 3's parser, else psycopg2's)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        from psycopg2.extensions import parse_dsn
+
+        return {k: str(v) for k, v in parse_dsn(conninfo).items()}
+    return {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+
+
+def make_conninfo(**params: Any) -> str:
+    """A libpq keyword string (values quoted as libpq wants)."""
+    def quote(value: Any) -> str:
+        text = str(value)
+        if text and not any(c in text for c in " '\\\t\n"):
+            return text
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quote(v)}" for k, v in params.items() if v is not None)
+
+
 @dataclass(frozen=True)
 class DbTarget:
     """Where the test project's database lives (from the server's conninfo)."""
@@ -99,10 +172,8 @@ class DbTarget:
 
     @classmethod
     def from_server(cls, pg_server: Any, dbname: str) -> DbTarget:
-        from psycopg.conninfo import conninfo_to_dict
-
         raw = pg_server.conninfo() if callable(getattr(pg_server, "conninfo", None)) else ""
-        info = conninfo_to_dict(raw) if raw else {}
+        info = parse_conninfo(raw) if raw else {}
         host = str(info.get("host") or getattr(pg_server, "host", None) or "127.0.0.1")
         port = int(info.get("port") or getattr(pg_server, "port", None) or 5432)
         user = str(info.get("user") or getattr(pg_server, "user", None) or "postgres")
@@ -110,30 +181,19 @@ class DbTarget:
         return cls(host=host, port=port, user=user, password=password, dbname=dbname)
 
     def conninfo(self, dbname: str | None = None) -> str:
-        from psycopg.conninfo import make_conninfo
+        return make_conninfo(
+            host=self.host, port=self.port, user=self.user, dbname=dbname or self.dbname,
+            password=self.password or None, connect_timeout=5,
+            application_name="connguard-harness",
+        )
 
-        kwargs: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname or self.dbname,
-            "connect_timeout": 5,
-            "application_name": "connguard-harness",
-        }
-        if self.password:
-            kwargs["password"] = self.password
-        return make_conninfo(**kwargs)
-
-    def connect(self, dbname: str | None = None) -> Any:
-        import psycopg
-
-        return psycopg.connect(self.conninfo(dbname), autocommit=True)
+    def connect(self, dbname: str | None = None) -> AdminConnection:
+        return AdminConnection(self.conninfo(dbname))
 
     def execute(self, sql: str, params: Sequence[Any] | None = None,
                 dbname: str | None = None) -> list[tuple]:
         with self.connect(dbname) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description else []
+            return conn.execute(sql, params)
 
 
 def _quote_ident(name: str) -> str:
@@ -222,8 +282,8 @@ class ConnectionMonitor:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
             "AND backend_type = 'client backend'",
             [self.target.dbname],
-        ).fetchone()
-        return int(row[0])
+        )
+        return int(row[0][0])
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -276,24 +336,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def django_env(target: DbTarget, settings: Mapping[str, Any] | None = None,
-               **flags: Any) -> dict[str, str]:
-    """Environment for a test-project process.
+def _import_root() -> str | None:
+    """The directory this ``connguard`` package was imported from, when a fresh interpreter
+    would not look there by itself (a source tree on ``sys.path``, not an installed copy)."""
+    import site
+
+    import connguard
+
+    root = str(Path(connguard.__file__).resolve().parent.parent)
+    installed = {str(Path(p).resolve()) for p in site.getsitepackages()}
+    with contextlib.suppress(Exception):
+        installed.add(str(Path(site.getusersitepackages()).resolve()))
+    return None if root in installed else root
+
+
+def django_env(target: DbTarget, settings: Mapping[str, Any] | None = None, *,
+               app_name: str | None = None, **flags: Any) -> dict[str, str]:
+    """Environment for a project process.
 
     ``settings`` holds ``DATABASES["default"]`` keys (ENGINE, CONN_MAX_AGE,
-    CONN_HEALTH_CHECKS, OPTIONS) over :data:`DEFAULT_DB_SETTINGS`; ``flags`` become
-    ``CGT_<NAME>`` variables (QUERY_IN_READY, IMPORT_TIME_QUERY, DB_DRIVER, CELERY_DIR,
-    CELERY_DB_REUSE_MAX, ...).  ``None``/``False`` flags are left out.
+    CONN_HEALTH_CHECKS, OPTIONS) over :data:`DEFAULT_DB_SETTINGS`, plus ``DRIVER``
+    (``"psycopg2"`` makes Django use psycopg2 even where psycopg 3 is installed); ``flags``
+    become ``CGT_<NAME>`` variables (QUERY_IN_READY, IMPORT_TIME_QUERY, CELERY_DIR,
+    CELERY_DB_REUSE_MAX, ...).  ``None``/``False`` flags are left out.  ``app_name`` starts
+    every connection's ``application_name`` (``<app_name>:<alias>:<pid>``, on both engines),
+    so that :meth:`Harness.terminate` finds the project's backends.
+
+    The project is imported from the same connguard as this module: its source root is put
+    on ``PYTHONPATH`` when it is not an installed package.
     """
     s = {**DEFAULT_DB_SETTINGS, **(settings or {})}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CGT_")}
-    for var in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH"):
+    for var in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "CONNGUARD_APP_NAME"):
         env.pop(var, None)
-    pythonpath = [str(HERE)]
-    if os.environ.get("PYTHONPATH"):
-        pythonpath.append(os.environ["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(pythonpath)
-    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    pythonpath = [p for p in (_import_root(), os.environ.get("PYTHONPATH")) if p]
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    env["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    if app_name:
+        env["CONNGUARD_APP_NAME"] = app_name
+    if s.get("DRIVER"):
+        env["CGT_DB_DRIVER"] = str(s["DRIVER"])
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["CGT_DB_ENGINE"] = str(s["ENGINE"])
@@ -425,8 +508,8 @@ class CeleryWorker(ManagedProcess):
         return self.client.send_task(task, args=list(args))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Ready once a ``testproject.row`` task round-trips (also warms a connection)."""
-        res = self.send("testproject.row", "k0000")
+        """Ready once a row task round-trips (also warms a connection)."""
+        res = self.send(TASK_ROW, "k0000")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -447,19 +530,18 @@ def celery_client(celery_dir: Path) -> Any:
 
 
 def _celery_config(celery_dir: Path) -> dict[str, Any]:
-    """testproject.celery_config.celery_config (creates the folders), imported without Django."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    from testproject.celery_config import celery_config
+    """The project's Celery settings (creates the folders), imported without Django."""
+    from connguard.demo.project.celery_config import celery_config
 
     return celery_config(celery_dir)
 
 
 def run_manage(env: Mapping[str, str], *args: str, timeout: float = 120.0,
-               check: bool = True) -> subprocess.CompletedProcess[str]:
+               check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``manage.py <args>`` to completion (killed by pid group on timeout)."""
     proc = subprocess.Popen(
-        [PYTHON, str(MANAGE_PY), *args], env=dict(env), cwd=str(HERE),
+        [PYTHON, "-m", f"{PROJECT}.manage", *args], env=dict(env),
+        cwd=str(cwd or tempfile.gettempdir()),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -629,10 +711,17 @@ class Harness:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="cg-django-"))
         self.processes: list[ManagedProcess] = []
+        #: every project connection's application_name starts with this (see terminate())
+        self.app_name = f"cgt{uuid.uuid4().hex[:8]}"
 
     # environment / database -----------------------------------------------------------
     def env(self, settings: Mapping[str, Any] | None = None, **flags: Any) -> dict[str, str]:
-        return django_env(self.target, settings, **flags)
+        return django_env(self.target, settings, app_name=self.app_name, **flags)
+
+    def terminate(self) -> int:
+        """``pg_terminate_backend`` every server connection of the project's processes
+        (``pg_server.terminate(like="<app_name>:%")``); returns how many."""
+        return int(self.pg_server.terminate(like=f"{self.app_name}:%"))
 
     def migrate(self, settings: Mapping[str, Any] | None = None, timeout: float = 120) -> None:
         """``manage.py migrate`` against the target database (no fork-bug flags)."""
@@ -671,8 +760,8 @@ class Harness:
 
     def gunicorn(self, env: Mapping[str, str], *, worker_class: str = "sync", workers: int = 2,
                  threads: int = 1, preload: bool = False, worker_connections: int | None = None,
-                 timeout: int = 30, config: Path | None = None,
-                 app: str = "testproject.wsgi:application", extra_args: Sequence[str] = (),
+                 timeout: int = 30, config: str | Path | None = None,
+                 app: str = WSGI_APP, extra_args: Sequence[str] = (),
                  ready_timeout: float = 30.0) -> HttpServer:
         """Start gunicorn on a free loopback port and wait for ``/health``."""
         port = free_port()
@@ -696,7 +785,7 @@ class Harness:
         return srv
 
     def uvicorn(self, env: Mapping[str, str], *, workers: int = 1,
-                app: str = "testproject.asgi:application", extra_args: Sequence[str] = (),
+                app: str = ASGI_APP, extra_args: Sequence[str] = (),
                 ready_timeout: float = 30.0) -> HttpServer:
         """Start uvicorn (ASGI) on a free loopback port and wait for ``/health``."""
         port = free_port()
@@ -718,7 +807,7 @@ class Harness:
         celery_dir = Path(env.get("CGT_CELERY_DIR") or self.log_dir / f"celery-{uuid.uuid4().hex[:6]}")
         env["CGT_CELERY_DIR"] = str(celery_dir)
         _celery_config(celery_dir)  # creates queue/processed/results folders
-        argv = [PYTHON, "-m", "celery", "-A", "testproject.celery_app", "worker",
+        argv = [PYTHON, "-m", "celery", "-A", CELERY_APP, "worker",
                 "-P", pool, "-c", str(concurrency), "--loglevel", "WARNING",
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
         worker = CeleryWorker("celery", argv, celery_dir=celery_dir, env=env,
@@ -729,7 +818,7 @@ class Harness:
 
     def manage(self, env: Mapping[str, str], *args: str, timeout: float = 120.0,
                check: bool = False) -> subprocess.CompletedProcess[str]:
-        return run_manage(env, *args, timeout=timeout, check=check)
+        return run_manage(env, *args, timeout=timeout, check=check, cwd=self.log_dir)
 
     def load(self, server: HttpServer | str, paths: Sequence[str], **kwargs: Any) -> LoadResult:
         base = server if isinstance(server, str) else server.base_url
@@ -1247,10 +1336,10 @@ def _scenario_celery_idle(h: Harness, settings: dict[str, Any], result: Result) 
         for i in range(n):
             if i % 3 == 2:
                 token = f"celery-{tag}-{offset + i}"
-                sent.append(("write", token, worker.send("testproject.write", token)))
+                sent.append(("write", token, worker.send(TASK_WRITE, token)))
             else:
                 key = f"k{(offset + i * 7) % N_ITEMS:04d}"
-                sent.append(("row", key, worker.send("testproject.row", key)))
+                sent.append(("row", key, worker.send(TASK_ROW, key)))
         return sent
 
     warm = Result(scenario=result.scenario, engine=result.engine)

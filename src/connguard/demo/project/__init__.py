@@ -1,6 +1,9 @@
-"""Minimal Django project used by connguard's real-process tests (see tests/django/harness.py).
+"""The Django project that ``connguard demo`` and the real-process tests run
+(:mod:`connguard.demo.harness` drives it under gunicorn, uvicorn, Celery and manage.py).
 
 Everything is configured from ``CGT_*`` environment variables (see settings.py), so the
 same project runs on Django's stock PostgreSQL backend and on
-``connguard.backends.postgresql``.
+``connguard.backends.postgresql``. It is an importable package
+(``DJANGO_SETTINGS_MODULE=connguard.demo.project.settings``), so an installed connguard
+runs it from anywhere; the app keeps the label ``testapp``.
 """

@@ -5,12 +5,12 @@ backend, both rooted at ``$CGT_CELERY_DIR`` (``queue/``, ``processed/``, ``resul
 ``CGT_CELERY_DB_REUSE_MAX`` sets ``CELERY_DB_REUSE_MAX`` (keep Django connections across tasks).
 Run a prefork worker with::
 
-    CGT_CELERY_DIR=/tmp/x DJANGO_SETTINGS_MODULE=testproject.settings \\
-        python -m celery -A testproject.celery_app worker -P prefork -c 2
+    CGT_CELERY_DIR=/tmp/x DJANGO_SETTINGS_MODULE=connguard.demo.project.settings \\
+        python -m celery -A connguard.demo.project.celery_app worker -P prefork -c 2
 
 Clients that must not import Django (the test process) build their own app with
-:func:`testproject.celery_config.celery_config` and send tasks by name (``testproject.row`` / ``testproject.write`` /
-``testproject.slow``).
+:func:`connguard.demo.project.celery_config.celery_config` and send tasks by name
+(``connguard.demo.project.row`` / ``.write`` / ``.slow``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import os
 
 from celery import Celery
 
-from testproject.celery_config import celery_config
+from connguard.demo.project.celery_config import celery_config
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connguard.demo.project.settings")
 
 
-app = Celery("testproject")
+app = Celery("connguard-demo")
 app.conf.update(celery_config(os.environ.get("CGT_CELERY_DIR") or "/tmp/connguard-celery"))
 if os.environ.get("CGT_CELERY_DB_REUSE_MAX"):
     # Celery's Django fixup closes every DB connection before and after each task unless
@@ -33,22 +33,22 @@ if os.environ.get("CGT_CELERY_DB_REUSE_MAX"):
     app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ["CGT_CELERY_DB_REUSE_MAX"])
 
 
-@app.task(name="testproject.row")
+@app.task(name="connguard.demo.project.row")
 def row(key: str) -> dict:
-    from testproject.app import work
+    from connguard.demo.project.app import work
 
     return work.get_row(key)
 
 
-@app.task(name="testproject.write")
+@app.task(name="connguard.demo.project.write")
 def write(token: str) -> dict:
-    from testproject.app import work
+    from connguard.demo.project.app import work
 
     return work.do_write(token)
 
 
-@app.task(name="testproject.slow")
+@app.task(name="connguard.demo.project.slow")
 def slow(ms: int) -> dict:
-    from testproject.app import work
+    from connguard.demo.project.app import work
 
     return work.do_sleep(ms)

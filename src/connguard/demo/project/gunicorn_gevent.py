@@ -1,6 +1,8 @@
 """gunicorn config for ``-k gevent`` with psycopg2: make psycopg2 cooperative via psycogreen.
 
-Usage: ``gunicorn -k gevent -c tests/django/testproject/gunicorn_gevent.py testproject.wsgi``
+Usage: ``gunicorn -k gevent -c <path of this file> connguard.demo.project.wsgi`` (a path:
+``-c python:<module>`` would import connguard, Django and asgiref in the master before
+gevent's monkey-patching)
 (with ``CGT_DB_DRIVER=psycopg2``; psycopg 3 needs no patch under gevent).
 """
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""``python tests/django/testproject/manage.py <command>`` (settings from CGT_* env vars)."""
+"""``python -m connguard.demo.project.manage <command>`` (settings from ``CGT_*`` variables).
+
+The project is a package of the installed connguard, so this runs from any directory.
+"""
 
 import os
 import sys
-from pathlib import Path
 
 if __name__ == "__main__":
-    # Make ``testproject`` importable as a package no matter where this is run from.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connguard.demo.project.settings")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

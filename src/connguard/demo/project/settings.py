@@ -14,7 +14,7 @@ Database:
 Fork/import-time behaviour (the classic pre-fork bugs):
     CGT_QUERY_IN_READY        run a query in ``AppConfig.ready()`` (gunicorn ``--preload`` bug)
     CGT_IMPORT_TIME_QUERY     run a module-level query when wsgi.py/asgi.py is imported
-                              (``testproject.app.preload``), before any worker is forked
+                              (``connguard.demo.project.app.preload``), before any worker is forked
 
 Celery (kombu filesystem broker, filesystem result backend; no service needed):
     CGT_CELERY_DIR            directory holding the broker queue and results
@@ -52,17 +52,17 @@ if (_env("DB_DRIVER") or "").strip().lower() == "psycopg2" and "psycopg" not in 
 
 BASE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-SECRET_KEY = "connguard-testproject-not-a-secret"
+SECRET_KEY = "connguard-demo-project-not-a-secret"
 DEBUG = env_flag("DEBUG")
 ALLOWED_HOSTS = ["*"]
 
-INSTALLED_APPS = ["testproject.app.apps.TestAppConfig"]
+INSTALLED_APPS = ["connguard.demo.project.app.apps.TestAppConfig"]
 # No middleware: async views stay natively async under ASGI, and the views turn database
 # errors into JSON 500 responses themselves (so the load client can classify them).
 MIDDLEWARE: list[str] = []
-ROOT_URLCONF = "testproject.urls"
-WSGI_APPLICATION = "testproject.wsgi.application"
-ASGI_APPLICATION = "testproject.asgi.application"
+ROOT_URLCONF = "connguard.demo.project.urls"
+WSGI_APPLICATION = "connguard.demo.project.wsgi.application"
+ASGI_APPLICATION = "connguard.demo.project.asgi.application"
 
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -82,6 +82,13 @@ DATABASES = {
         "OPTIONS": json.loads(_env("DB_OPTIONS") or "{}"),
     }
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # connguard names its connections <app>:<alias>:<pid>; give the stock backend's the same
+    # shape, so that the harness can find (and terminate) either engine's connections.
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "application_name",
+        f"{os.environ.get('CONNGUARD_APP_NAME', 'cgdemo')}:default:{os.getpid()}"[-63:],
+    )
 
 QUERY_IN_READY = env_flag("QUERY_IN_READY")
 IMPORT_TIME_QUERY = env_flag("IMPORT_TIME_QUERY")
@@ -92,6 +99,6 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
     "loggers": {
         "django": {"handlers": ["stderr"], "level": "WARNING"},
-        "testproject": {"handlers": ["stderr"], "level": "INFO"},
+        "connguard.demo.project": {"handlers": ["stderr"], "level": "INFO"},
     },
 }

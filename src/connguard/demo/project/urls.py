@@ -1,6 +1,6 @@
 from django.urls import path
 
-from testproject.app import views
+from connguard.demo.project.app import views
 
 urlpatterns = [
     path("health", views.health),

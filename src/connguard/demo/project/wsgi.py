@@ -1,10 +1,10 @@
-"""WSGI entry: ``gunicorn testproject.wsgi:application`` (``--preload`` imports this in the master)."""
+"""WSGI entry: ``gunicorn connguard.demo.project.wsgi:application`` (``--preload`` imports this in the master)."""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connguard.demo.project.settings")
 
 application = get_wsgi_application()
 
@@ -13,4 +13,4 @@ from django.conf import settings  # noqa: E402
 if settings.IMPORT_TIME_QUERY:
     # Module-level query at import time: under ``--preload`` this runs in the master,
     # and the open connection is inherited by every forked worker.
-    import testproject.app.preload  # noqa: F401
+    import connguard.demo.project.app.preload  # noqa: F401

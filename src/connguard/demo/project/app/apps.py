@@ -3,7 +3,7 @@ from django.conf import settings
 
 
 class TestAppConfig(AppConfig):
-    name = "testproject.app"
+    name = "connguard.demo.project.app"
     label = "testapp"
     default_auto_field = "django.db.models.BigAutoField"
 

@@ -14,9 +14,9 @@ import threading
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
-from testproject.app import work
+from connguard.demo.project.app import work
 
-log = logging.getLogger("testproject")
+log = logging.getLogger("connguard.demo.project")
 
 
 def _error_response(exc: BaseException) -> JsonResponse:

@@ -10,7 +10,7 @@ import os
 
 from django.db import connection, transaction
 
-from testproject.app.models import Item, Write
+from connguard.demo.project.app.models import Item, Write
 
 
 def value_for(key: str) -> str:

@@ -1,7 +1,7 @@
 """``manage.py forkcheck``: query at import time, then ``os.fork()`` children that keep using Django.
 
 This is the plain-Python version of the pre-fork bug (multiprocessing with fork, custom
-pre-fork daemons, gunicorn ``--preload``): ``testproject.app.preload`` runs a module-level
+pre-fork daemons, gunicorn ``--preload``): ``connguard.demo.project.app.preload`` runs a module-level
 query, so the parent holds an open connection when it forks; every child inherits the same
 socket and they all talk over it at once.
 
@@ -25,8 +25,8 @@ from collections import Counter
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from testproject.app import work
-from testproject.app.models import Item
+from connguard.demo.project.app import work
+from connguard.demo.project.app.models import Item
 
 
 class _Hung(BaseException):
@@ -90,7 +90,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=int, default=15, help="per-child seconds")
 
     def handle(self, *args, **options):
-        import testproject.app.preload  # noqa: F401  (module-level query, before the fork)
+        import connguard.demo.project.app.preload  # noqa: F401  (module-level query, before the fork)
 
         keys = list(Item.objects.order_by("key").values_list("key", flat=True)[:100])
         n, ops, timeout = options["children"], options["ops"], options["timeout"]
@@ -133,9 +133,9 @@ class Command(BaseCommand):
         for rfd in open_fds:
             os.close(rfd)
 
-        total = Counter()
+        total: Counter[str] = Counter()
         acked: list[str] = []
-        samples: Counter = Counter()
+        samples: Counter[str] = Counter()
         hung = 0
         for pid in children:
             # Reap (bounded); a child still alive past the deadline is killed by its pid.

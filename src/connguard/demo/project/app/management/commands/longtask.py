@@ -14,7 +14,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from testproject.app import work
+from connguard.demo.project.app import work
 
 
 class Command(BaseCommand):
