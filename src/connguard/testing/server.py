@@ -295,6 +295,29 @@ def _finalize(state: _State) -> None:
 # --------------------------------------------------------------------------- server
 
 
+def _connect(conninfo: str) -> Any:
+    """An autocommit connection through psycopg 3, or psycopg2 where only that is installed
+    (a Django 4.2 environment); both take ``%s`` parameters and their own ``sql`` objects."""
+    try:
+        import psycopg
+    except ImportError:
+        import psycopg2
+
+        conn = psycopg2.connect(conninfo)
+        conn.autocommit = True
+        return conn
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def _sql() -> Any:
+    """``psycopg.sql`` or ``psycopg2.sql`` (same ``SQL``/``Identifier``/``Literal`` API)."""
+    try:
+        from psycopg import sql
+    except ImportError:
+        from psycopg2 import sql  # type: ignore[no-redef]
+    return sql
+
+
 class PostgresServer:
     """A throwaway PostgreSQL cluster on 127.0.0.1 (see the module docstring).
 
@@ -470,22 +493,22 @@ class PostgresServer:
         params: Any = None,
         dbname: str = "postgres",
     ) -> list[tuple[Any, ...]]:
-        """Run one statement on a fresh autocommit psycopg 3 connection, closed after."""
-        import psycopg
-
-        with psycopg.connect(
-            self.conninfo(dbname, application_name="connguard-rig", connect_timeout=10),
-            autocommit=True,
-        ) as conn:
-            cur = conn.execute(sql, params)
+        """Run one statement on a fresh autocommit connection (psycopg 3, else psycopg2),
+        closed after."""
+        conn = _connect(self.conninfo(dbname, application_name="connguard-rig", connect_timeout=10))
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
             return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
 
     def set_config(self, restart: bool = False, **gucs: object) -> None:
         """``ALTER SYSTEM SET`` each setting, then reload (or restart, for e.g.
         ``max_connections``). Returns once a new connection sees the new values."""
         if not gucs:
             return
-        from psycopg import sql
+        sql = _sql()
 
         for name in gucs:
             _check_guc_name(name)
@@ -554,13 +577,12 @@ class PostgresServer:
         return sum(self.connections(application_name, like).values())
 
     def create_database(self, name: str) -> None:
-        from psycopg import sql
-
+        sql = _sql()
         self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
     def drop_database(self, name: str) -> None:
         """``DROP DATABASE IF EXISTS … WITH (FORCE)``: its connections are terminated."""
-        from psycopg import sql
+        sql = _sql()
 
         self.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -589,14 +611,13 @@ class PostgresServer:
         return {"app": application_name, "like": like}
 
     def _run_many(self, statements: list[Any]) -> None:
-        import psycopg
-
-        with psycopg.connect(
-            self.conninfo(application_name="connguard-rig", connect_timeout=10),
-            autocommit=True,
-        ) as conn:
+        conn = _connect(self.conninfo(application_name="connguard-rig", connect_timeout=10))
+        try:
+            cur = conn.cursor()
             for statement in statements:
-                conn.execute(statement)
+                cur.execute(statement)
+        finally:
+            conn.close()
 
     def _wait_applied(self, names: list[str], timeout: float = 10.0) -> None:
         """Wait until a new backend sees the reloaded ``postgresql.auto.conf``.
