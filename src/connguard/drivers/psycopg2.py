@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
+import threading
 from typing import Any
 
 import psycopg2
@@ -35,8 +39,50 @@ class Psycopg2Driver(Driver):
 
     def ping(self, conn: Any, timeout: float) -> None:
         # psycopg2 has no libpq-level API: a SELECT 1, rolled back when it opened a transaction.
+        # libpq waits for the answer without a limit, so a watchdog shuts the socket down
+        # after *timeout*: on a stalled network the query then fails instead of hanging.
         was_idle = conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
+        watchdog = _Watchdog(conn.fileno(), timeout)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        except psycopg2.Error as exc:
+            if watchdog.stop():
+                raise psycopg2.OperationalError(f"ping timed out after {timeout:.2f} s") from exc
+            raise
+        if watchdog.stop():
+            raise psycopg2.OperationalError(f"ping timed out after {timeout:.2f} s")
         if was_idle and not conn.autocommit:
             conn.rollback()
+
+
+class _Watchdog:
+    """Shut a socket down (both ways) unless stopped within *timeout* seconds."""
+
+    def __init__(self, fd: int, timeout: float) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = self.fired = True
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=os.dup(self._fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+
+    def stop(self) -> bool:
+        """Stop the watchdog; True when it had fired (the socket is shut down)."""
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+        return self.fired
