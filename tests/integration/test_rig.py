@@ -155,6 +155,15 @@ def test_idle_session_timeout_closes_idle_connection(pg: PostgresServer, connect
     assert pg.execute("SHOW idle_session_timeout") == [("0",)]
 
 
+def test_set_config_is_in_force_on_return(pg: PostgresServer) -> None:
+    # The postmaster reloads asynchronously; set_config/reset_config wait for it.
+    for value in ("1s", "2s", "3s"):
+        pg.set_config(idle_session_timeout=value)
+        assert pg.execute("SHOW idle_session_timeout") == [(value,)]
+    pg.reset_config()
+    assert pg.execute("SHOW idle_session_timeout") == [("0",)]
+
+
 def test_max_connections_needs_restart(pg: PostgresServer, connect: Any) -> None:
     with pytest.raises(ValueError, match="restart=True"):
         pg.set_config(max_connections=5)

@@ -531,17 +531,23 @@ class PostgresServer:
         if restart:
             self.restart()
         else:
-            self.execute("SELECT pg_reload_conf()")
-            self._wait_applied(list(gucs))
+            self._reload()
 
     def reset_config(self) -> None:
-        """``ALTER SYSTEM RESET ALL`` and reload; restarts when a restart-only setting changed."""
+        """``ALTER SYSTEM RESET ALL``, then reload — or restart, when a restart-only setting
+        (``max_connections``, …) was set that way or awaits a restart."""
+        # Decided from the file before the reset, not from pending_restart after a reload,
+        # which the postmaster applies asynchronously.
+        restart_only = self.execute(
+            "SELECT count(*) FROM pg_settings WHERE context = 'postmaster' AND (pending_restart"
+            " OR name IN (SELECT name FROM pg_file_settings"
+            " WHERE sourcefile LIKE '%%postgresql.auto.conf'))"
+        )
         self.execute("ALTER SYSTEM RESET ALL")
-        self.execute("SELECT pg_reload_conf()")
-        self._wait_applied([])
-        pending = self.execute("SELECT count(*) FROM pg_settings WHERE pending_restart")
-        if pending[0][0]:
+        if restart_only[0][0]:
             self.restart()
+        else:
+            self._reload()
         self._config_changed = False
 
     def terminate(self, application_name: str | None = None, like: str | None = None) -> int:
@@ -619,38 +625,23 @@ class PostgresServer:
         finally:
             conn.close()
 
-    def _wait_applied(self, names: list[str], timeout: float = 10.0) -> None:
-        """Wait until a new backend sees the reloaded ``postgresql.auto.conf``.
+    def _reload(self, timeout: float = 10.0) -> None:
+        """``pg_reload_conf()``, returning once a new connection gets the new configuration.
 
-        The postmaster handles SIGHUP asynchronously; a connection opened right after
-        ``pg_reload_conf()`` could still get the old values. ``names`` must come from the auto
-        file (after SET); with none given, nothing may (after RESET ALL). Settings that only a
-        restart applies are not waited for.
+        The postmaster rereads the files asynchronously, on SIGHUP: a connection opened right
+        after ``pg_reload_conf()`` may still get the old values. A new backend inherits the
+        postmaster's ``pg_conf_load_time()``, so a later time there means the reload is done.
         """
-        query = (
-            "SELECT count(*) FROM pg_settings"
-            " WHERE sourcefile LIKE '%%postgresql.auto.conf' AND context <> 'postmaster'"
-        )
-        want: int | None = 0
-        if names:
-            query += " AND name = ANY(%s)"
-            rows = self.execute(
-                "SELECT count(*) FROM pg_settings WHERE name = ANY(%s) AND context <> 'postmaster'",
-                [[n.lower() for n in names]],
-            )
-            want = int(rows[0][0])
-        params = [[n.lower() for n in names]] if names else None
+        before = self.execute("SELECT pg_conf_load_time()")[0][0]
+        self.execute("SELECT pg_reload_conf()")
         deadline = time.monotonic() + timeout
-        while True:
-            got = int(self.execute(query, params)[0][0])
-            if got == want:
-                return
+        while self.execute("SELECT pg_conf_load_time()")[0][0] <= before:
             if time.monotonic() >= deadline:
                 raise ServerError(
-                    f"configuration reload not applied after {timeout:.1f} s"
-                    f" ({got} of {want} settings from postgresql.auto.conf)"
+                    f"the server did not reload its configuration within {timeout:.1f} s"
+                    f"\n{self.log_tail()}"
                 )
-            time.sleep(0.02)
+            time.sleep(0.01)
 
     def _check_alive_object(self) -> None:
         if not self._finalizer.alive:
