@@ -554,8 +554,8 @@ def report(
         "as a share of the mean per thread (100% = fair, 0% = starved for the whole round);"
     )
     out(
-        "  CPU and switches = this process (pool + driver + threads), less sensitive to a busy "
-        "machine than ops/s"
+        "  CPU and switches = this process's (pool + driver + threads), per operation; CPU "
+        "that other processes take is not counted in it"
     )
     if flagged:
         out(
