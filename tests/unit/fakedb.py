@@ -182,14 +182,14 @@ class FakeServer:
 
     @staticmethod
     def _peer_closed(peer: socket.socket) -> bool:
-        if peer.fileno() < 0:
-            return True
-        r, _, _ = select.select([peer], [], [], 0)
-        if not r:
-            return False
-        try:
+        try:  # kill() may close it from another thread at any moment
+            if peer.fileno() < 0:
+                return True
+            r, _, _ = select.select([peer], [], [], 0)
+            if not r:
+                return False
             data = peer.recv(4096, socket.MSG_PEEK)
-        except OSError:
+        except (OSError, ValueError):
             return True
         return data == b"" or b"X" in data
 
