@@ -1,0 +1,70 @@
+"""Leaks against the real server: leak_threshold logs the owner thread and its stack; a
+connection whose owner thread died is reclaimed (and its session closed); one dropped
+without putconn() frees its slot."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+from pool_support import backend_pid, driver, make_pool, pid_alive, scalar, stat, wait_until
+
+__all__ = ["driver", "make_pool"]  # fixtures
+
+
+def slow_report_job(pool: Any, seconds: float) -> None:
+    with pool.connection() as conn:
+        scalar(conn, "SELECT 1")
+        time.sleep(seconds)
+
+
+def test_leak_threshold_logs_owner_and_stack(
+    make_pool, caplog: pytest.LogCaptureFixture, driver: str
+) -> None:
+    pool = make_pool(driver=driver, max_size=2, leak_threshold=0.1)
+    with caplog.at_level(logging.WARNING, logger="connguard.pool"):
+        t = threading.Thread(target=slow_report_job, args=(pool, 0.5), name="report-builder")
+        t.start()
+        wait_until(lambda: stat(pool, "leaks_detected") == 1, timeout=10)
+        t.join(10)
+    [record] = [r for r in caplog.records if "possible leak" in r.getMessage()]
+    text = record.getMessage()
+    assert re.match(
+        rf"pool {pool.name!r}: possible leak: connection #\d+ \(pid \d+, fd \d+\) held for "
+        r"\d+\.\d s \(leak_threshold=0\.1 s\) by thread 'report-builder'; taken at:\n",
+        text,
+    ), text
+    assert "in slow_report_job" in text and "test_pool_leaks.py" in text
+    assert stat(pool, "pool_available") == 1  # reported, and returned normally
+
+
+def test_connection_of_a_dead_thread_is_reclaimed(make_pool, pg: Any, driver: str) -> None:
+    pool = make_pool(driver=driver, max_size=1)
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(pool.getconn()))
+    t.start()
+    t.join(10)
+    pid = backend_pid(got[0])
+    with pool.connection(timeout=10) as conn:  # the slot comes back within a round or two
+        assert backend_pid(conn) != pid
+    assert stat(pool, "leaks_reclaimed") == 1
+    wait_until(lambda: not pid_alive(pg, pid))  # the leaked session was closed
+    pool.putconn(got[0])  # a late return: harmless
+
+
+def test_dropped_connection_frees_its_slot(make_pool, pg: Any, driver: str) -> None:
+    pool = make_pool(driver=driver, max_size=1)
+    conn = pool.getconn()
+    pid = backend_pid(conn)
+    del conn
+    gc.collect()
+    with pool.connection(timeout=2) as fresh:
+        assert backend_pid(fresh) != pid
+        assert scalar(fresh, "SELECT 1") == 1
+    assert stat(pool, "leaks_reclaimed") == 1
+    wait_until(lambda: pg.count_connections(application_name=pool.name) == 1)
