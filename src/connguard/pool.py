@@ -313,23 +313,45 @@ class ConnectionPool:
 
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
-        acquired = waiter.lock.acquire(timeout=max(0.0, deadline - started))
-        if not acquired:
-            with self._lock:
-                try:
-                    self._waiters.remove(waiter)
-                    queued = True
-                except ValueError:
-                    queued = False  # granted while we gave up: take the grant
-            if queued:
-                self._count("requests_wait_ms", int((monotonic() - started) * 1000))
-                raise self._timeout_error(timeout)
+        try:
+            acquired = waiter.lock.acquire(timeout=max(0.0, deadline - started))
+        except BaseException:  # gevent.Timeout, GreenletExit, KeyboardInterrupt
+            if not self._leave_queue(waiter):
+                self._give_back(waiter)  # granted meanwhile: nobody will use the grant
+            raise
+        if not acquired and self._leave_queue(waiter):
+            self._count("requests_wait_ms", int((monotonic() - started) * 1000))
+            raise self._timeout_error(timeout)
+        # (not acquired but no longer queued: granted while we gave up, so take the grant)
         self._count("requests_wait_ms", int((monotonic() - started) * 1000))
         if waiter.closed:
             raise PoolClosed(self._closed_message())
         if waiter.slot:
             return None
         return waiter.entry
+
+    def _leave_queue(self, waiter: _Waiter) -> bool:
+        """Take a waiter out of the queue; False when it was granted or woken meanwhile."""
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return False
+            return True
+
+    def _give_back(self, waiter: _Waiter) -> None:
+        """Return what was granted to a waiter that left without taking it."""
+        if waiter.entry is not None:
+            self._return(waiter.entry)
+        elif waiter.slot:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        """Free a reserved slot whose connect never happened or was interrupted."""
+        with self._lock:
+            self._size -= 1
+            self._attempt_in_flight = False
+            self._grant_slots_locked()
 
     def _revalidate(self, entry: Entry, now: float) -> bool:
         """Slow liveness check of an entry just taken out of the pool; retire it if stale.
@@ -354,6 +376,9 @@ class ConnectionPool:
                 )  # fmt: skip
                 self._retire(entry, "connections_lost")
                 return False
+            except BaseException:  # interrupted mid-ping: its protocol state is unknown
+                self._retire(entry, "connections_lost")
+                raise
             entry.last_used = monotonic()
         if self.config.check is not None:
             try:
@@ -362,6 +387,9 @@ class ConnectionPool:
                 logger.info("pool %r: check() rejected %s: %s", self.name, entry.describe(), exc)
                 self._retire(entry, "connections_lost")
                 return False
+            except BaseException:
+                self._retire(entry, "connections_lost")
+                raise
         return True
 
     # -- opening connections --------------------------------------------------------------
@@ -382,7 +410,7 @@ class ConnectionPool:
             if self.config.configure is not None:
                 try:
                     self.config.configure(conn)
-                except Exception:
+                except BaseException:
                     self._driver.close(conn)
                     raise
         except Exception as exc:
@@ -393,6 +421,9 @@ class ConnectionPool:
             if deadline is None:
                 return None
             raise self._unavailable_error(exc) from exc
+        except BaseException:  # interrupted (gevent.Timeout...): no verdict on the server
+            self._release_slot()
+            raise
         now = monotonic()
         if self._pid != os.getpid():  # forked by code that skipped the fork hooks
             self._driver.abandon(conn, self._driver.fileno(conn))
@@ -549,6 +580,9 @@ class ConnectionPool:
             )
             self._retire(entry, "returns_bad")
             return
+        except BaseException:  # interrupted mid-reset: its state is unknown
+            self._retire(entry, "returns_bad")
+            raise
         now = monotonic()
         entry.last_used = now
         if now >= entry.expires:
@@ -798,15 +832,22 @@ class ConnectionPool:
                 for e in list(self._idle)
                 if now - e.last_used >= interval and _take(self._idle, e)
             ]
-        for entry in due:
+        self._ping_idle(due, "keepalive")
+
+    def _ping_idle(self, entries: list[Entry], what: str) -> None:
+        """Ping entries taken off the idle list; put the live ones back, retire the dead."""
+        for i, entry in enumerate(entries):
             try:
                 self._driver.ping(entry.conn, self.config.ping_timeout)
             except Exception as exc:
-                logger.info(
-                    "pool %r: keepalive found %s dead: %s", self.name, entry.describe(), exc
-                )
+                logger.info("pool %r: %s found %s dead: %s", self.name, what, entry.describe(), exc)
                 self._retire(entry, "connections_lost")
                 continue
+            except BaseException:  # interrupted: the rest go back untouched
+                self._retire(entry, "connections_lost")
+                for rest in entries[i + 1 :]:
+                    self._return(rest)
+                raise
             entry.last_used = monotonic()
             self._return(entry)
 
@@ -855,14 +896,7 @@ class ConnectionPool:
         """Ping every idle connection now; discard the dead ones and refill to min_size."""
         with self._lock:
             idle = self._take_all_idle_locked()
-        for entry in idle:
-            try:
-                self._driver.ping(entry.conn, self.config.ping_timeout)
-            except Exception:
-                self._retire(entry, "connections_lost")
-                continue
-            entry.last_used = monotonic()
-            self._return(entry)
+        self._ping_idle(idle, "check()")
         self._fill(monotonic())
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
