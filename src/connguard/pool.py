@@ -726,18 +726,27 @@ class ConnectionPool:
 
     def _reap(self, now: float) -> None:
         """Reclaim leases whose owner thread died; report those held past leak_threshold."""
+        if not self._out:
+            return
         threshold = self.config.leak_threshold
-        dead: list[tuple[Entry, Lease, Any]] = []
-        leaks: list[tuple[Entry, Lease]] = []
+        # The leases first, then which threads are alive: a lease taken after this read is
+        # not judged now, and the thread of one taken before it existed when we look.
+        with self._lock:
+            held = [
+                (entry, lease, lease.thread, lease.taken_at)
+                for entry in list(self._out.values())
+                if (lease := entry.lease) is not None
+            ]
         # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
         # and the garbage collector's callback reclaims the slot instead
-        alive = live_thread_idents() if self._out else None
+        alive = live_thread_idents()
+        dead: list[tuple[Entry, int, Any]] = []
+        leaks: list[tuple[str, float, int, Any]] = []
         with self._lock:
-            for entry in list(self._out.values()):
-                lease = entry.lease
-                if lease is None:
-                    continue
-                if alive is not None and lease.thread not in alive:
+            for entry, lease, thread, taken_at in held:
+                if entry.lease is not lease or lease.thread != thread or lease.taken_at != taken_at:
+                    continue  # returned (and perhaps lent again) meanwhile
+                if alive is not None and thread not in alive:
                     if self._entries.get(entry.id) is not entry:
                         continue
                     conn = entry.ref() if entry.ref is not None else None
@@ -746,24 +755,23 @@ class ConnectionPool:
                     self._forget_locked(entry)
                     self._size += 1  # the slot stays taken until the socket is closed
                     self._stats["leaks_reclaimed"] += 1
-                    dead.append((entry, lease, conn))
-                elif threshold and not lease.reported and now - lease.taken_at > threshold:
+                    dead.append((entry, thread, conn))
+                elif threshold and not lease.reported and now - taken_at > threshold:
                     lease.reported = True
                     self._stats["leaks_detected"] += 1
-                    leaks.append((entry, lease))
-        for entry, lease in leaks:  # logged outside the lock: handlers may do I/O
+                    leaks.append((entry.describe(), now - taken_at, thread, lease.stack))
+        for what, held_for, thread, stack in leaks:  # logged outside the lock
             logger.warning(
                 "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
                 "by thread %r; taken at:\n%s",
-                self.name, entry.describe(), now - lease.taken_at, threshold,
-                thread_name(lease.thread), format_stack(lease.stack),
+                self.name, what, held_for, threshold, thread_name(thread), format_stack(stack),
             )  # fmt: skip
         if not dead:
             return
-        for entry, lease, conn in dead:
+        for entry, thread, conn in dead:
             logger.warning(
                 "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
-                self.name, thread_name(lease.thread), entry.describe(),
+                self.name, thread_name(thread), entry.describe(),
             )  # fmt: skip
             if conn is not None:
                 self._driver.close(conn)

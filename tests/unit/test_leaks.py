@@ -198,3 +198,44 @@ def test_a_new_connection_at_a_dropped_ones_address_does_not_leak_its_slot(
         if same_address[-1]:
             break
     assert any(same_address), "the allocator never reused the address: scenario not tested"
+
+
+def test_a_thread_that_takes_a_connection_while_the_reaper_looks_is_not_reaped(
+    make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper's list of live threads is a snapshot; a thread born after it that takes a
+    connection at once must not count as dead."""
+    import connguard.pool as pool_module
+
+    pool = make_pool(max_size=3)
+    pool.putconn(pool.getconn())
+    mine = pool.getconn()  # a lease to look at, held by a live thread
+    real = pool_module.live_thread_idents
+    got: list = []
+    taken, release = threading.Event(), threading.Event()
+
+    def newcomer() -> None:
+        conn = pool.getconn()
+        got.append(conn)
+        taken.set()
+        release.wait(5)
+        conn.execute("select 1")
+        conn.rollback()
+        pool.putconn(conn)
+        got.append("ok")
+
+    def snapshot_then_newcomer() -> set[int] | None:
+        alive = real()
+        if threading.current_thread() is threading.main_thread() and not got:
+            threading.Thread(target=newcomer, name="newcomer").start()
+            assert taken.wait(5)
+        return alive
+
+    monkeypatch.setattr(pool_module, "live_thread_idents", snapshot_then_newcomer)
+    pool._reap(time.monotonic())
+    monkeypatch.undo()
+    release.set()
+    wait_until(lambda: "ok" in got or not server.is_open(got[0]), timeout=5)
+    assert got[-1] == "ok", got
+    assert stat(pool, "leaks_reclaimed") == 0
+    pool.putconn(mine)
