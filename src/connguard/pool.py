@@ -420,7 +420,9 @@ class ConnectionPool:
             self._connect_failed(exc, started)
             if deadline is None:
                 return None
-            raise self._unavailable_error(exc) from exc
+            with self._lock:  # it counts and snapshots the state
+                error = self._unavailable_error(exc)
+            raise error from exc
         except BaseException:  # interrupted (gevent.Timeout...): no verdict on the server
             self._release_slot()
             raise
@@ -1044,6 +1046,7 @@ class ConnectionPool:
         )
 
     def _unavailable_error(self, exc: BaseException | None = None) -> PoolUnavailable:
+        """Build the fail-fast error; call with the lock held."""
         self._stats["requests_errors"] += 1
         self._stats["requests_failed_fast"] += 1
         down = monotonic() - self._down_since if self._down_since is not None else 0.0
