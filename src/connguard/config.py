@@ -153,7 +153,19 @@ def _check(key: str, value: Any, where: Callable[[str], str]) -> Any:
         if value < 0 or (key in _POSITIVE_DURATIONS and value == 0):
             what = "greater than 0" if key in _POSITIVE_DURATIONS else "0 (off) or more"
             raise ConfigError(f"{where(key)}={value!r}: must be {what} seconds")
+        if math.isinf(value):
+            fix = "a large number" if key in _POSITIVE_DURATIONS else "0 to switch it off"
+            raise ConfigError(f"{where(key)}={value!r}: must be finite; use {fix}")
         return float(value)
+    if key == "driver":
+        from connguard.drivers.base import Driver
+
+        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2"):
+            return value
+        raise ConfigError(
+            f"{where(key)}={value!r}: unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' "
+            "or a connguard.drivers.Driver instance"
+        )
     if key in ("min_size", "max_size", "max_waiting", "num_workers"):
         if key == "max_size" and value is None:
             return None

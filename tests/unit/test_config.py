@@ -77,6 +77,16 @@ def test_unknown_key_through_the_pool_constructor(driver: FakeDriver) -> None:
         ({"conninfo": None}, "conninfo=None: expected a string"),
         ({"kwargs": [1]}, "kwargs=[1]: expected a dict of connect() keywords"),
         ({"open": "yes"}, "open='yes': expected True, False or None"),
+        ({"timeout": float("inf")}, "timeout=inf: must be finite; use a large number"),
+        (
+            {"max_lifetime": float("inf")},
+            "max_lifetime=inf: must be finite; use 0 to switch it off",
+        ),
+        (
+            {"driver": "mysql"},
+            "driver='mysql': unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' or a "
+            "connguard.drivers.Driver instance",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_the_fix(options: dict, message: str) -> None:
