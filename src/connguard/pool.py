@@ -314,7 +314,8 @@ class ConnectionPool:
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
         try:
-            acquired = waiter.lock.acquire(timeout=max(0.0, deadline - started))
+            wait_for = min(max(0.0, deadline - started), threading.TIMEOUT_MAX)
+            acquired = waiter.lock.acquire(timeout=wait_for)
         except BaseException:  # gevent.Timeout, GreenletExit, KeyboardInterrupt
             if not self._leave_queue(waiter):
                 self._give_back(waiter)  # granted meanwhile: nobody will use the grant

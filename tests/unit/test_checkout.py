@@ -101,6 +101,14 @@ def test_timeout_message_counts_the_other_waiters(make_pool) -> None:
     assert not other.is_alive()
 
 
+def test_getconn_can_wait_without_a_limit(make_pool) -> None:
+    pool = make_pool(max_size=1)
+    held = pool.getconn()
+    threading.Timer(0.05, pool.putconn, (held,)).start()
+    assert pool.getconn(timeout=float("inf")) is held
+    pool.putconn(held)
+
+
 def test_default_timeout_comes_from_the_config(make_pool) -> None:
     pool = make_pool(max_size=1, timeout=0.05)
     held = pool.getconn()
