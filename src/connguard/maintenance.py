@@ -28,6 +28,9 @@ class Maintenance(threading.Thread):
             pool = self._pool()
             if pool is None or pool._closed or pool._worker is not self:
                 return
+            # clear before the round, not after the wait: a wake-up asked for during the round
+            # (a failed connect, resize(), wait()) starts the next one at once, not a tick late
+            self._wake.clear()
             try:
                 delay = pool._maintain()
             except Exception:
@@ -35,4 +38,3 @@ class Maintenance(threading.Thread):
                 delay = 1.0
             del pool
             self._wake.wait(delay)
-            self._wake.clear()
