@@ -168,6 +168,18 @@ def work(i):
 
 greenlets = [gevent.spawn(work, i) for i in range(60)]
 gevent.joinall(greenlets, timeout=60)
+
+# liveness under gevent too: terminated idle sessions are replaced at checkout
+with pool.connection() as conn:
+    pid = query(conn, "SELECT pg_backend_pid() + %s", [0])
+admin = __import__(driver).connect(conninfo.replace("cg-green", "cg-admin"))
+admin.autocommit = True
+query(admin, "SELECT count(pg_terminate_backend(pid, 5000)) + %s FROM pg_stat_activity "
+             "WHERE application_name = 'cg-green'", [0])
+admin.close()
+with pool.connection() as conn:
+    if query(conn, "SELECT pg_backend_pid() + %s", [0]) == pid:
+        errors.append("got a terminated session back")
 stats = pool.get_stats()
 pool.close()
 print("errors", len(errors), errors[:3])
@@ -176,7 +188,7 @@ print("checkouts", stats["checkouts"], "reclaimed", stats["leaks_reclaimed"],
       "size", stats["pool_size"])
 # cooperative: while greenlet 0 sleeps in its first query, others get connections and finish
 print("overtaken", finished.index((0, 0)) if (0, 0) in finished else -1)
-sys.exit(0 if not errors and not wrong and stats["checkouts"] == 240 else 1)
+sys.exit(0 if not errors and not wrong and stats["checkouts"] == 242 else 1)
 """
 
 
