@@ -7,7 +7,8 @@ is available.  SHIM: while that plugin is not loaded, a session-wide
 cluster the fixture provides); without the rig module or the server binaries the tests skip.
 Never a system service.
 
-``django_db`` creates a fresh database per test on that server and drops it afterwards.
+``django_db`` creates a fresh database per test on that server (a copy of ``django_template``,
+migrated and seeded once per session) and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -45,12 +46,23 @@ def django_pg(request: pytest.FixtureRequest) -> Iterator[Any]:
         own.cleanup()
 
 
+@pytest.fixture(scope="session")
+def django_template(django_pg: Any) -> Iterator[str]:
+    """A database migrated and seeded once per session; ``django_db`` copies it."""
+    name = harness.prepare_template(django_pg, f"cg_dj_template_{uuid.uuid4().hex[:6]}")
+    try:
+        yield name
+    finally:
+        harness.drop_database(django_pg, name)
+
+
 @pytest.fixture
-def django_db(django_pg: Any, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database on ``django_pg`` for one test (dropped afterwards)."""
+def django_db(django_pg: Any, django_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database on ``django_pg`` for one test, a copy of the migrated and seeded
+    ``django_template`` (dropped afterwards)."""
     base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
     name = f"cg_dj_{base}_{uuid.uuid4().hex[:6]}"
-    harness.create_database(django_pg, name)
+    harness.create_database(django_pg, name, template=django_template)
     try:
         yield name
     finally:

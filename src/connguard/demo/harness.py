@@ -200,8 +200,14 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def create_database(pg_server: Any, name: str) -> None:
-    """Create database ``name`` on the server (``pg_server.create_database`` when it has one)."""
+def create_database(pg_server: Any, name: str, template: str | None = None) -> None:
+    """Create database ``name`` on the server (``pg_server.create_database`` when it has one),
+    as a copy of ``template`` when given (see :func:`prepare_template`)."""
+    if template is not None:
+        DbTarget.from_server(pg_server, "postgres").execute(
+            f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}",
+            dbname="postgres")
+        return
     if callable(getattr(pg_server, "create_database", None)):
         pg_server.create_database(name)
         return
@@ -239,11 +245,13 @@ def set_database_config(target: DbTarget, **gucs: Any) -> None:
                        dbname="postgres")
 
 
-def count_lost_writes(target: DbTarget, tokens: Sequence[str]) -> int:
-    """How many acknowledged ``tokens`` have no row in ``cg_write``."""
+def count_lost_writes(target: DbTarget, tokens: Sequence[str], table: str = "cg_write") -> int:
+    """How many acknowledged ``tokens`` have no row in ``table`` (cg_write or cg_event)."""
     if not tokens:
         return 0
-    rows = target.execute("SELECT token FROM cg_write WHERE token = ANY(%s)", [list(tokens)])
+    if table not in ("cg_write", "cg_event"):
+        raise ValueError(f"unknown table {table!r}")
+    rows = target.execute(f"SELECT token FROM {table} WHERE token = ANY(%s)", [list(tokens)])
     return len(set(tokens) - {r[0] for r in rows})
 
 
@@ -612,20 +620,43 @@ class LoadResult:
     error_samples: Counter = field(default_factory=Counter)
     acked_tokens: list[str] = field(default_factory=list)
     wrong_samples: list[str] = field(default_factory=list)
+    #: seconds each sent request took (successful or not)
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def max_latency(self) -> float:
+        return max(self.latencies, default=0.0)
+
+    def merge(self, other: LoadResult) -> LoadResult:
+        """Add ``other``'s counts to this one (returns self)."""
+        for name in ("requests", "ok", "errors", "wrong", "not_sent"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.elapsed += other.elapsed
+        self.status_counts.update(other.status_counts)
+        self.error_samples.update(other.error_samples)
+        self.acked_tokens.extend(other.acked_tokens)
+        self.wrong_samples.extend(other.wrong_samples[: max(0, 10 - len(self.wrong_samples))])
+        self.latencies.extend(other.latencies)
+        return self
+
+
+#: Paths whose last segment is a token written (and read back) by the view.
+WRITE_KINDS = ("write", "multi")
 
 
 def check_response(path: str, status: int | None, data: Any) -> str:
     """Classify one response: ``"ok"``, ``"wrong"`` or ``"error"``.
 
-    ``/row/<key>`` must return that key; ``/write/<token>`` must return ``ok`` and that
-    token (then it counts as acknowledged); anything else just needs HTTP 200.
+    ``/row/<key>`` must return that key; ``/write/<token>`` (and ``/multi/<token>``) must
+    return ``ok`` and that token (then it counts as acknowledged); anything else just needs
+    HTTP 200.
     """
     if status != 200 or not isinstance(data, dict):
         return "error"
     parts = [p for p in path.split("?")[0].split("/") if p]
     if len(parts) >= 2 and parts[-2] == "row":
         return "ok" if data.get("key") == parts[-1] else "wrong"
-    if len(parts) >= 2 and parts[-2] == "write":
+    if len(parts) >= 2 and parts[-2] in WRITE_KINDS:
         if data.get("ok") is not True:
             return "error"
         return "ok" if data.get("token") == parts[-1] else "wrong"
@@ -649,15 +680,18 @@ def run_load(base_url: str, paths: Sequence[str], *, concurrency: int = 8,
             with lock:
                 result.not_sent += 1
             return
+        sent = time.monotonic()
         status, data, err = http_get(base_url + path, timeout=timeout)
+        took = time.monotonic() - sent
         verdict = check_response(path, status, data)
         with lock:
             result.requests += 1
+            result.latencies.append(took)
             result.status_counts[str(status) if status is not None else "no-response"] += 1
             if verdict == "ok":
                 result.ok += 1
                 parts = [p for p in path.split("/") if p]
-                if len(parts) >= 2 and parts[-2] == "write":
+                if len(parts) >= 2 and parts[-2] in WRITE_KINDS:
                     result.acked_tokens.append(parts[-1])
             elif verdict == "wrong":
                 result.wrong += 1
@@ -681,13 +715,14 @@ def run_load(base_url: str, paths: Sequence[str], *, concurrency: int = 8,
 
 
 def mixed_paths(n: int, *, write_every: int = 4, prefix: str = "", tag: str | None = None,
-                offset: int = 0) -> list[str]:
-    """``n`` paths: ``/row/kNNNN`` reads with every ``write_every``-th a unique ``/write``."""
+                offset: int = 0, write: str = "write") -> list[str]:
+    """``n`` paths: ``/row/kNNNN`` reads with every ``write_every``-th a unique ``/write``
+    (``/<write>/<token>``: ``multi`` writes to both databases)."""
     tag = tag or uuid.uuid4().hex[:8]
     out = []
     for i in range(n):
         if write_every and i % write_every == write_every - 1:
-            out.append(f"{prefix}/write/{tag}-{offset + i}")
+            out.append(f"{prefix}/{write}/{tag}-{offset + i}")
         else:
             out.append(f"{prefix}/row/k{(offset + i * 7) % N_ITEMS:04d}")
     return out
@@ -723,9 +758,11 @@ class Harness:
         (``pg_server.terminate(like="<app_name>:%")``); returns how many."""
         return int(self.pg_server.terminate(like=f"{self.app_name}:%"))
 
-    def migrate(self, settings: Mapping[str, Any] | None = None, timeout: float = 120) -> None:
+    def migrate(self, settings: Mapping[str, Any] | None = None, timeout: float = 120,
+                database: str = "default", **flags: Any) -> None:
         """``manage.py migrate`` against the target database (no fork-bug flags)."""
-        run_manage(self.env(settings), "migrate", "--noinput", "-v", "0", timeout=timeout)
+        run_manage(self.env(settings, **flags), "migrate", "--noinput", "-v", "0",
+                   "--database", database, timeout=timeout, cwd=self.log_dir)
 
     def seed(self, n: int = N_ITEMS) -> None:
         self.target.execute(
@@ -735,10 +772,26 @@ class Harness:
             [n - 1],
         )
 
-    def prepare(self, settings: Mapping[str, Any] | None = None, n_items: int = N_ITEMS) -> None:
-        """Migrate and seed the target database."""
+    def is_migrated(self) -> bool:
+        """The target database has the project's latest migration (e.g. a copy of a
+        :func:`prepare_template` database): ``prepare()`` can skip ``migrate``."""
+        try:
+            rows = self.target.execute(
+                "SELECT 1 FROM django_migrations WHERE app = 'testapp' AND name = %s",
+                [latest_migration()])
+        except Exception:  # no django_migrations table yet
+            return False
+        return bool(rows)
+
+    def prepare(self, settings: Mapping[str, Any] | None = None, n_items: int = N_ITEMS,
+                **flags: Any) -> None:
+        """Migrate and seed the target database (and ``other``, with ``DB_OTHER_NAME``)."""
         # Migrations always run on the stock engine: the scenario is about the servers.
-        self.migrate({**(settings or {}), "ENGINE": STOCK_ENGINE, "OPTIONS": {}})
+        stock = {**(settings or {}), "ENGINE": STOCK_ENGINE, "OPTIONS": {}}
+        if not self.is_migrated():
+            self.migrate(stock, **flags)
+        if flags.get("DB_OTHER_NAME"):
+            self.migrate(stock, database="other", **flags)
         self.seed(n_items)
 
     def set_database_config(self, **gucs: Any) -> None:
@@ -924,6 +977,8 @@ class Scenario:
     #: The failure the stock backend shows (documentation / demo output).
     stock_failure: str = ""
     requires: Callable[[dict[str, Any]], str | None] | None = None
+    #: a control or correctness check: the stock backend passes it too
+    control: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -931,24 +986,26 @@ SCENARIOS: dict[str, Scenario] = {}
 
 def scenario(name: str, description: str, *, defaults: Mapping[str, Any] | None = None,
              stock_failure: str = "",
-             requires: Callable[[dict[str, Any]], str | None] | None = None
-             ) -> Callable[[ScenarioFn], ScenarioFn]:
+             requires: Callable[[dict[str, Any]], str | None] | None = None,
+             control: bool = False) -> Callable[[ScenarioFn], ScenarioFn]:
     def register(fn: ScenarioFn) -> ScenarioFn:
         SCENARIOS[name] = Scenario(name, description, fn, dict(defaults or {}), stock_failure,
-                                   requires)
+                                   requires, control)
         return fn
 
     return register
 
 
 def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server: Any, *,
-                 database: str | None = None, log_dir: Path | None = None) -> Result:
+                 database: str | None = None, log_dir: Path | None = None,
+                 template: str | None = None) -> Result:
     """Run scenario ``name`` against ``pg_server`` and return its :class:`Result`.
 
     ``engine_settings`` overlays ``DATABASES["default"]`` keys (ENGINE, CONN_MAX_AGE,
     CONN_HEALTH_CHECKS, OPTIONS — OPTIONS replaces the scenario's whole) on the scenario's
     defaults (which reproduce the failure on the stock backend).  Without ``database`` a
-    fresh one is created on the server and dropped afterwards.  Raises
+    fresh one is created on the server (a copy of ``template``, when given: see
+    :func:`prepare_template`) and dropped afterwards.  Raises
     :class:`ScenarioUnsupported` when the scenario cannot run here.
     """
     spec = SCENARIOS[name]
@@ -960,7 +1017,7 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server
     created = database is None
     if database is None:
         database = f"cg_{name}_{uuid.uuid4().hex[:8]}"[:63]
-        create_database(pg_server, database)
+        create_database(pg_server, database, template=template)
     result = Result(scenario=name, engine=str(settings["ENGINE"]))
     result.details["settings"] = settings
     started = time.monotonic()
@@ -981,14 +1038,34 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server
     return result
 
 
-def _needs_django_pool(settings: dict[str, Any]) -> str | None:
-    import django
+def latest_migration() -> str:
+    """The name of the project app's last migration (``0002_event``)."""
+    folder = Path(__file__).resolve().parent / "project" / "app" / "migrations"
+    return max(p.stem for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
 
-    if settings.get("ENGINE") == STOCK_ENGINE and django.VERSION < (5, 1):
-        return f"Django's built-in pool needs Django >= 5.1 (have {django.get_version()})"
-    try:
-        import psycopg_pool  # noqa: F401
-    except ImportError:
+
+def prepare_template(pg_server: Any, name: str, *, log_dir: Path | None = None) -> str:
+    """Create database ``name``, migrated and seeded: scenarios given ``template=name`` start
+    from a copy of it (``CREATE DATABASE ... TEMPLATE``) instead of migrating their own.
+    Nothing may stay connected to it (the harness closes its own connections)."""
+    create_database(pg_server, name)
+    with Harness(pg_server, name, log_dir=log_dir) as h:
+        h.prepare()
+    return name
+
+
+def _needs_django_pool(settings: dict[str, Any]) -> str | None:
+    """On the stock engine, OPTIONS["pool"] is Django's pool (5.1+, psycopg_pool);
+    connguard takes the same keys on any Django version."""
+    if settings.get("ENGINE") != STOCK_ENGINE:
+        return None
+    import importlib.metadata
+    import importlib.util
+
+    version = importlib.metadata.version("django")
+    if tuple(int(x) for x in version.split(".")[:2]) < (5, 1):
+        return f"Django's built-in pool needs Django >= 5.1 (have {version})"
+    if importlib.util.find_spec("psycopg_pool") is None:
         return "psycopg_pool is not installed"
     return None
 
@@ -1042,6 +1119,7 @@ def _preload_common(h: Harness, settings: dict[str, Any], result: Result, *,
     "no fault: gunicorn gthread -w 2 --threads 4 and uvicorn (async views), 200 mixed "
     "reads/writes each, 8 at a time",
     stock_failure="none: the control run (the harness must report zero failures)",
+    control=True,
 )
 def _scenario_baseline(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
@@ -1228,12 +1306,13 @@ def _scenario_flood_asgi(h: Harness, settings: dict[str, Any], result: Result) -
 
 @scenario(
     "flood_gevent",
-    "100 concurrent /slow/1000 against gunicorn -k gevent (psycopg2 + psycogreen) with the "
-    "server at max_connections=20",
+    "100 concurrent /slow/1000 against gunicorn -k gevent (psycopg2 + psycogreen; "
+    "DRIVER='psycopg' for psycopg 3) with the server at max_connections=20",
+    defaults={"DRIVER": "psycopg2"},
     stock_failure="'sorry, too many clients already' for most requests",
 )
 def _scenario_flood_gevent(h: Harness, settings: dict[str, Any], result: Result) -> None:
-    _flood(h, settings, result, path="/slow/1000", flags={"DB_DRIVER": "psycopg2"},
+    _flood(h, settings, result, path="/slow/1000",
            start=lambda env: h.gunicorn(env, worker_class="gevent", workers=1,
                                         worker_connections=200, config=GEVENT_CONFIG))
 
@@ -1352,19 +1431,275 @@ def _scenario_celery_idle(h: Harness, settings: dict[str, Any], result: Result) 
     result.lost = h.lost_writes(acked)
 
 
+@scenario(
+    "terminate",
+    "gunicorn gthread -w 2 --threads 4, CONN_MAX_AGE=600: warm up, pg_terminate_backend() "
+    "every backend of the app, send requests",
+    defaults={"CONN_MAX_AGE": 600},
+    stock_failure="requests on the terminated persistent connections fail ('terminating "
+                  "connection due to administrator command')",
+)
+def _scenario_terminate(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    h.prepare(settings)
+    srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
+    warm = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    result.details["terminated"] = h.terminate()
+    with h.monitor() as mon:
+        load = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    result.add_load(load)
+    result.peak_server_connections = mon.peak
+    result.lost = h.lost_writes(load.acked_tokens)
+
+
+@scenario(
+    "outage",
+    "gunicorn gthread -w 2 --threads 4, CONN_MAX_AGE=600: warm up, stop PostgreSQL for "
+    "~3 s while requests keep coming (counted apart, in details['outage']), start it, send "
+    "requests",
+    defaults={"CONN_MAX_AGE": 600},
+    stock_failure="after the restart, requests on the dead persistent connections fail",
+)
+def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
+                     outage_seconds: float = 3.0) -> None:
+    h.prepare(settings)
+    srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
+    warm = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    outage = LoadResult()
+    h.pg_server.stop("fast")
+    try:
+        ends = time.monotonic() + outage_seconds
+        for _ in range(40):  # bounded: at most 40 batches of 4 during the outage
+            if time.monotonic() >= ends:
+                break
+            outage.merge(h.load(srv, mixed_paths(4), concurrency=4, timeout=5, deadline=5))
+            time.sleep(0.1)
+    finally:
+        h.pg_server.start()
+    result.details["outage"] = {
+        "requests": outage.requests, "errors": outage.errors, "ok": outage.ok,
+        "max_latency": round(outage.max_latency, 3),
+        "error_samples": dict(outage.error_samples.most_common(5)),
+    }
+    with h.monitor() as mon:
+        load = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    result.add_load(load)
+    result.peak_server_connections = mon.peak
+    result.lost = h.lost_writes(load.acked_tokens)
+
+
+def _backend_running(h: Harness, needle: str, timeout: float = 5.0) -> int | None:
+    """The pid of the backend on the target database whose query contains ``needle``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = h.target.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+            "AND query LIKE %s AND pid <> pg_backend_pid()",
+            [h.target.dbname, f"%{needle}%"], dbname="postgres",
+        )
+        if rows:
+            return int(rows[0][0])
+        time.sleep(0.02)
+    return None
+
+
+@scenario(
+    "kill_in_tx",
+    "gunicorn gthread -w 1 --threads 4: a view inserts two rows in atomic(), sleeps, inserts "
+    "a third; its backend is terminated during the sleep (3 times). The request must fail, "
+    "none of its rows may be committed (a partial commit counts as wrong), and the requests "
+    "after it must succeed",
+    stock_failure="none: Django rolls back and discards the connection (a correctness check)",
+    control=True,
+)
+def _scenario_kill_in_tx(h: Harness, settings: dict[str, Any], result: Result, *,
+                         rounds: int = 3) -> None:
+    h.prepare(settings)
+    srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=1, threads=4)
+    warm = h.load(srv, mixed_paths(16), concurrency=4, timeout=10, deadline=15)
+    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    killed: list[dict[str, Any]] = []
+    tag = uuid.uuid4().hex[:8]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cg-txn") as pool:
+        for i in range(rounds):
+            token = f"tx-{tag}-{i}"
+            sent = time.monotonic()
+            future = pool.submit(http_get, f"{srv.base_url}/txn/{token}/4000", 15.0)
+            pid = _backend_running(h, "pg_sleep")
+            if pid is not None:
+                h.target.execute("SELECT pg_terminate_backend(%s)", [pid], dbname="postgres")
+            status, data, err = future.result(timeout=20)
+            rows = h.target.execute("SELECT token FROM cg_write WHERE token LIKE %s",
+                                    [f"{token}-%"])
+            outcome = {
+                "status": status, "latency": round(time.monotonic() - sent, 3),
+                "error": (data or {}).get("error") if isinstance(data, dict) else err,
+                "message": _short((data or {}).get("message", "") if isinstance(data, dict)
+                                  else str(err), 200),
+                "rows_committed": sorted(r[0] for r in rows), "backend_pid": pid,
+            }
+            killed.append(outcome)
+            if pid is None or status == 200:
+                result.notes.append(f"round {i}: the backend was not terminated mid-way")
+            if rows:
+                result.wrong += 1
+                result.wrong_samples.append(f"/txn/{token}: partial commit {outcome}")
+            after = h.load(srv, mixed_paths(16, tag=f"{tag}{i}"), concurrency=4, timeout=10,
+                           deadline=15)
+            result.add_load(after)
+            result.lost += h.lost_writes(after.acked_tokens)
+    result.details["killed"] = killed
+
+
+@scenario(
+    "asgi_mixed",
+    "uvicorn --workers 2: 200 sync and async (sync_to_async) row/write requests, 16 at a time",
+    stock_failure="none: the control run for ASGI",
+    control=True,
+)
+def _scenario_asgi_mixed(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    h.prepare(settings)
+    srv = h.uvicorn(h.env(settings), workers=2)
+    tag = uuid.uuid4().hex[:8]
+    paths = [p for pair in zip(mixed_paths(100, tag=tag),
+                               mixed_paths(100, prefix="/async", tag=tag, offset=100),
+                               strict=True) for p in pair]
+    with h.monitor() as mon:
+        load = h.load(srv, paths, concurrency=16, timeout=15, deadline=30)
+    result.add_load(load)
+    result.peak_server_connections = mon.peak
+    result.lost = h.lost_writes(load.acked_tokens)
+
+
+@contextlib.contextmanager
+def _other_database(h: Harness) -> Iterator[str]:
+    """A second database next to the target, for the ``other`` alias (dropped after)."""
+    name = f"{h.target.dbname[:55]}_o"
+    create_database(h.pg_server, name)
+    try:
+        yield name
+    finally:
+        drop_database(h.pg_server, name)
+
+
+@scenario(
+    "multi_db",
+    "two aliases (default + other on a second database, a router sending Event there), "
+    "gunicorn gthread -w 2 --threads 4: 120 requests writing to both; then each worker "
+    "reports its pools (details['pools_by_pid'])",
+    stock_failure="none: the control run for multiple databases",
+    control=True,
+)
+def _scenario_multi_db(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    with _other_database(h) as other:
+        h.prepare(settings, DB_OTHER_NAME=other)
+        srv = h.gunicorn(h.env(settings, DB_OTHER_NAME=other), worker_class="gthread",
+                         workers=2, threads=4)
+        other_target = DbTarget(h.target.host, h.target.port, h.target.user,
+                                h.target.password, other)
+        other_mon = ConnectionMonitor(other_target).start()
+        try:
+            with h.monitor() as mon:
+                load = h.load(srv, mixed_paths(120, write_every=2, write="multi"),
+                              concurrency=8, timeout=10, deadline=20)
+        finally:
+            other_mon.stop()
+        result.add_load(load)
+        result.peak_server_connections = mon.peak + other_mon.peak
+        result.details["peak_by_database"] = {"default": mon.peak, "other": other_mon.peak}
+        result.lost = h.lost_writes(load.acked_tokens) + count_lost_writes(
+            other_target, load.acked_tokens, table="cg_event")
+        pools_by_pid: dict[int, list[str]] = {}
+        for _ in range(40):  # bounded: until both workers answered
+            status, data, _err = http_get(srv.base_url + "/pools", timeout=5)
+            if status == 200 and isinstance(data, dict):
+                pools_by_pid[data["pid"]] = [p["name"] for p in data["pools"]]
+            if len(pools_by_pid) >= 2:
+                break
+        result.details["pools_by_pid"] = pools_by_pid
+
+
+@scenario(
+    "manage_test",
+    "manage.py test of the project's own app (two aliases, --parallel 2) with pools open: "
+    "the runner creates, clones and drops the test databases",
+    stock_failure="none: a check that open pools never block DROP DATABASE",
+    control=True,
+)
+def _scenario_manage_test(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    other = f"{h.target.dbname[:55]}_o"  # only its test database is created
+    env = h.env(settings, DB_OTHER_NAME=other)
+    proc = h.manage(env, "test", f"{PROJECT}.app", "--noinput", "--parallel", "2", "-v", "2",
+                    timeout=120)
+    output = proc.stdout + proc.stderr
+    ran = re.search(r"Ran (\d+) tests?", output)
+    failed = re.search(r"FAILED \(([^)]*)\)", output)
+    result.requests = int(ran.group(1)) if ran else 0
+    bad = sum(int(n) for n in re.findall(r"(?:failures|errors)=(\d+)", failed.group(1))) \
+        if failed else 0
+    result.ok = max(0, result.requests - bad)
+    if bad:
+        result.add_error(f"{bad} test(s) failed: {_short(output[-600:], 400)}", bad)
+    if proc.returncode != 0 and not bad:
+        result.add_error(f"manage.py test exited {proc.returncode}: {_short(output[-600:], 400)}")
+    if "being accessed by other users" in output:
+        result.add_error("database is being accessed by other users")
+    leftovers = h.target.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
+        [f"test_{h.target.dbname}%", f"test_{other}%"], dbname="postgres",
+    )
+    result.details["exit_code"] = proc.returncode
+    result.details["leftover_test_databases"] = [r[0] for r in leftovers]
+    for (name,) in leftovers:
+        result.add_error(f"test database {name} was not dropped")
+        drop_database(h.pg_server, name)
+    result.details["output_tail"] = output[-1500:]
+
+
+@scenario(
+    "close_all",
+    "manage.py closeall: both aliases used in the main thread and 4 threads, "
+    "connections.close_all() in each; then every pool must have every connection back "
+    "(in_use=0, available=size)",
+    stock_failure="none: connguard-specific (the stock backend has no pool)",
+    control=True,
+)
+def _scenario_close_all(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    with _other_database(h) as other:
+        proc = h.manage(h.env(settings, DB_OTHER_NAME=other), "closeall", "--threads", "4",
+                        timeout=60)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        result.add_error(f"closeall exited {proc.returncode}: {_short(proc.stderr[-400:])}")
+        return
+    report = json.loads(lines[-1])
+    result.details["report"] = report
+    result.requests = 5 * len(report["aliases"])
+    for msg in report["errors"]:
+        result.add_error(msg)
+    for pool in report["pools"]:
+        if pool["in_use"] or pool["available"] != pool["size"]:
+            result.add_error(f"pool {pool['name']!r} after close_all(): {pool}")
+    result.ok = max(0, result.requests - result.errors)
+
+
 #: Scenarios whose failure reproduces on the stock backend (everything but the controls).
 #: "preload_ready_max_age_0" does not fail on stock Django (request_started closes the
-#: inherited connection before any worker uses it); "baseline" is the no-fault control.
+#: inherited connection before any worker uses it); "baseline" is the no-fault control;
+#: the others marked ``control`` check correctness (both engines must pass them).
 FAILURE_SCENARIOS: tuple[str, ...] = tuple(
-    name for name in SCENARIOS if name not in {"baseline", "preload_ready_max_age_0"}
+    name for name, spec in SCENARIOS.items()
+    if not spec.control and name != "preload_ready_max_age_0"
 )
 
 
 @contextlib.contextmanager
-def scenario_database(pg_server: Any, prefix: str = "cg_demo") -> Iterator[str]:
-    """A fresh database for ad-hoc use (dropped afterwards)."""
+def scenario_database(pg_server: Any, prefix: str = "cg_demo",
+                      template: str | None = None) -> Iterator[str]:
+    """A fresh database for ad-hoc use, a copy of ``template`` if given (dropped afterwards)."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    create_database(pg_server, name)
+    create_database(pg_server, name, template=template)
     try:
         yield name
     finally:

@@ -16,6 +16,10 @@ Fork/import-time behaviour (the classic pre-fork bugs):
     CGT_IMPORT_TIME_QUERY     run a module-level query when wsgi.py/asgi.py is imported
                               (``connguard.demo.project.app.preload``), before any worker is forked
 
+Multiple databases:
+    CGT_DB_OTHER_NAME         adds the alias ``other`` (that database, same server and
+                              settings); ``app.routers.DemoRouter`` puts ``Event`` there
+
 Celery (kombu filesystem broker, filesystem result backend; no service needed):
     CGT_CELERY_DIR            directory holding the broker queue and results
 """
@@ -82,13 +86,24 @@ DATABASES = {
         "OPTIONS": json.loads(_env("DB_OPTIONS") or "{}"),
     }
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # connguard names its connections <app>:<alias>:<pid>; give the stock backend's the same
-    # shape, so that the harness can find (and terminate) either engine's connections.
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "application_name",
-        f"{os.environ.get('CONNGUARD_APP_NAME', 'cgdemo')}:default:{os.getpid()}"[-63:],
-    )
+if _env("DB_OTHER_NAME"):
+    # A second alias on another database (same server and settings): the router sends the
+    # Event model there (multiple-database scenario).
+    DATABASES["other"] = {
+        **DATABASES["default"],
+        "NAME": _env("DB_OTHER_NAME"),
+        "OPTIONS": json.loads(_env("DB_OPTIONS") or "{}"),
+    }
+DATABASE_ROUTERS = ["connguard.demo.project.app.routers.DemoRouter"]
+
+for _alias, _db in DATABASES.items():
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # connguard names its connections <app>:<alias>:<pid>; give the stock backend's the
+        # same shape, so that the harness can find (and terminate) either engine's connections.
+        _db["OPTIONS"].setdefault(
+            "application_name",
+            f"{os.environ.get('CONNGUARD_APP_NAME', 'cgdemo')}:{_alias}:{os.getpid()}"[-63:],
+        )
 
 QUERY_IN_READY = env_flag("QUERY_IN_READY")
 IMPORT_TIME_QUERY = env_flag("IMPORT_TIME_QUERY")
@@ -100,5 +115,6 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["stderr"], "level": "WARNING"},
         "connguard.demo.project": {"handlers": ["stderr"], "level": "INFO"},
+        "connguard": {"handlers": ["stderr"], "level": "INFO"},
     },
 }

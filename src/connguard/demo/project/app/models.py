@@ -16,3 +16,12 @@ class Write(models.Model):
 
     class Meta:
         db_table = "cg_write"
+
+
+class Event(models.Model):
+    """Lives in the ``other`` database (see ``app.routers``)."""
+
+    token: models.CharField[str, str] = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        db_table = "cg_event"

@@ -79,6 +79,21 @@ def slow(request, ms):
     return work.do_sleep(ms)
 
 
+@json_errors
+def txn(request, token, ms):
+    return work.do_txn(token, ms)
+
+
+@json_errors
+def multi(request, token):
+    return work.do_multi(token)
+
+
+@json_errors
+def pools(request):
+    return work.pools_report()
+
+
 # Async views: the ORM is used through sync_to_async, as Django requires.  Under ASGI every
 # request runs in its own ThreadSensitiveContext, so each gets its own thread (and with the
 # stock backend its own database connection).

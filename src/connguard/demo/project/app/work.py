@@ -10,7 +10,7 @@ import os
 
 from django.db import connection, transaction
 
-from connguard.demo.project.app.models import Item, Write
+from connguard.demo.project.app.models import Event, Item, Write
 
 
 def value_for(key: str) -> str:
@@ -43,3 +43,43 @@ def backend_pid() -> dict:
         cursor.execute("SELECT pg_backend_pid()")
         (bpid,) = cursor.fetchone()
     return {"pid": os.getpid(), "backend_pid": bpid}
+
+
+def do_txn(token: str, ms: int) -> dict:
+    """Three inserts in one transaction with a ``pg_sleep`` before the last: a backend
+    terminated during the sleep must leave none of ``<token>-a/-b/-c`` behind."""
+    with transaction.atomic():
+        Write.objects.create(token=f"{token}-a")
+        Write.objects.create(token=f"{token}-b")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+        Write.objects.create(token=f"{token}-c")
+    return {"ok": True, "token": token, "pid": os.getpid()}
+
+
+def do_multi(token: str) -> dict:
+    """One write on each alias (``Write`` on default, ``Event`` on other), read back."""
+    with transaction.atomic(using="default"):
+        Write.objects.create(token=token)
+    with transaction.atomic(using="other"):
+        Event.objects.create(token=token)
+    stored = Write.objects.values_list("token", flat=True).get(token=token)
+    event = Event.objects.values_list("token", flat=True).get(token=token)
+    return {"ok": True, "token": stored if stored == event else f"{stored}/{event}",
+            "pid": os.getpid()}
+
+
+def pools_report() -> dict:
+    """This process's connguard pools (none on the stock backend)."""
+    from connguard.backends import pools
+
+    report = []
+    for pool in pools.all_pools():
+        stats = pool.get_stats()
+        report.append({
+            "name": pool.name,
+            "size": stats["pool_size"],
+            "available": stats["pool_available"],
+            "in_use": stats["pool_in_use"],
+        })
+    return {"pid": os.getpid(), "pools": sorted(report, key=lambda p: p["name"])}
