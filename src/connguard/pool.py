@@ -557,9 +557,14 @@ class ConnectionPool:
             entry.lease = None
             entry.last_used = now
             self._idle.append(entry)
-            if self._waiters:  # see _reserve(): queued callers re-check idle, and so do we
+            # see _reserve(): queued callers re-check idle, and so do we; close() empties
+            # idle after setting _closed, so we re-check that too (one of us sees the other)
+            if self._waiters or self._closed:
                 with self._lock:
                     self._hand_over_locked()
+                    stranded: list[Entry] = self._take_all_idle_locked() if self._closed else []
+                for idle_entry in stranded:
+                    self._retire(idle_entry, "connections_discarded")
             return
         if entry is None or entry.ref is None or entry.ref() is not conn:
             self._put_unknown(conn, entry)

@@ -262,3 +262,22 @@ def test_a_failing_round_does_not_kill_the_thread(
         wait_until(lambda: len(calls) >= 2, timeout=5)
     assert "pool 'flaky': maintenance round failed" in caplog.text
     assert workers("flaky")[0].is_alive()
+
+
+def test_close_racing_a_putconn_strands_nothing(make_pool, server: FakeServer) -> None:
+    """close() lands between putconn()'s lock-free checks and its append: the connection
+    must still be closed, and nobody may check it out of the closed pool."""
+    pool = make_pool(max_size=1)
+    conn = pool.getconn()
+
+    class CloseFirst(list):
+        def append(self, entry: object) -> None:
+            pool.close()  # runs after putconn() saw the pool open, before the append
+            super().append(entry)
+
+    pool._idle = CloseFirst(pool._idle)
+    pool.putconn(conn)
+    assert not server.is_open(conn)
+    assert len(pool._idle) == 0
+    with pytest.raises(PoolClosed):
+        pool.getconn()
