@@ -158,3 +158,28 @@ def test_repr_and_stats_against_the_server(make_pool, pg: Any) -> None:
     )
     assert f"conninfo='host={pg.host} port={pg.port} user=postgres" in text
     pool.putconn(conn)
+
+
+def test_getconn_timeout_names_the_last_connect_error(make_pool, pg: Any, fault_proxy: Any) -> None:
+    """A full pool while the server cannot be reached: a waiter's PoolTimeout says why no
+    connection could be opened (here: connects time out in a stalled network)."""
+    pool = make_pool(
+        conninfo=pg.conninfo(host=fault_proxy.host, port=fault_proxy.port,
+                             application_name="cg-stall-timeout"),
+        max_size=2, connect_timeout=2, backoff_initial=0.05, backoff_max=0.05,
+    )  # fmt: skip
+    held = pool.getconn()
+    fault_proxy.stall()
+    with pytest.raises(Exception, match="timeout expired"):  # PoolUnavailable, after 2 s
+        pool.getconn(timeout=10)
+    # the background probe now holds the second slot while it waits on the stalled network
+    wait_until(lambda: stat(pool, "pool_size") == 2, timeout=5)
+    with pytest.raises(PoolTimeout) as info:
+        pool.getconn(timeout=0.1)
+    assert re.search(
+        r"\(size=2/2, in_use=1, idle=0, waiting=0\); the last connect attempt failed with: "
+        r"\w+: .*timeout expired.*\. Raise max_size or timeout",
+        str(info.value),
+    ), str(info.value)
+    fault_proxy.passthrough()
+    pool.putconn(held)
