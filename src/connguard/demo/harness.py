@@ -740,8 +740,11 @@ class Harness:
     ``with Harness(pg_server, "dbname") as h: h.prepare(); srv = h.gunicorn(h.env()) ...``
     """
 
-    def __init__(self, pg_server: Any, database: str, *, log_dir: Path | None = None):
+    def __init__(self, pg_server: Any, database: str, *, log_dir: Path | None = None,
+                 quick: bool = False):
         self.pg_server = pg_server
+        #: smaller loads and shorter sleeps in the scenarios that support it (demo --quick)
+        self.quick = quick
         self.target = DbTarget.from_server(pg_server, database)
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="cg-django-"))
@@ -752,6 +755,10 @@ class Harness:
     # environment / database -----------------------------------------------------------
     def env(self, settings: Mapping[str, Any] | None = None, **flags: Any) -> dict[str, str]:
         return django_env(self.target, settings, app_name=self.app_name, **flags)
+
+    def size(self, n: int) -> int:
+        """A request count: ``n``, or 40 % of it (at least 8) in quick mode."""
+        return max(8, n * 2 // 5) if self.quick else n
 
     def terminate(self) -> int:
         """``pg_terminate_backend`` every server connection of the project's processes
@@ -998,14 +1005,15 @@ def scenario(name: str, description: str, *, defaults: Mapping[str, Any] | None 
 
 def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server: Any, *,
                  database: str | None = None, log_dir: Path | None = None,
-                 template: str | None = None) -> Result:
+                 template: str | None = None, quick: bool = False) -> Result:
     """Run scenario ``name`` against ``pg_server`` and return its :class:`Result`.
 
     ``engine_settings`` overlays ``DATABASES["default"]`` keys (ENGINE, CONN_MAX_AGE,
     CONN_HEALTH_CHECKS, OPTIONS — OPTIONS replaces the scenario's whole) on the scenario's
     defaults (which reproduce the failure on the stock backend).  Without ``database`` a
     fresh one is created on the server (a copy of ``template``, when given: see
-    :func:`prepare_template`) and dropped afterwards.  Raises
+    :func:`prepare_template`) and dropped afterwards.  ``quick`` trims request counts and
+    the flood's request duration (``connguard demo --quick``).  Raises
     :class:`ScenarioUnsupported` when the scenario cannot run here.
     """
     spec = SCENARIOS[name]
@@ -1022,7 +1030,7 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server
     result.details["settings"] = settings
     started = time.monotonic()
     try:
-        with Harness(pg_server, database, log_dir=log_dir) as h:
+        with Harness(pg_server, database, log_dir=log_dir, quick=quick) as h:
             if log_dir is not None or os.environ.get("CG_KEEP_LOGS"):
                 result.details["log_dir"] = str(h.log_dir)
             try:
@@ -1103,7 +1111,7 @@ def _preload_common(h: Harness, settings: dict[str, Any], result: Result, *,
     srv = h.gunicorn(env, worker_class="sync", workers=workers, preload=True, timeout=6)
     tag = uuid.uuid4().hex[:8]
     with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(n, write_every=3, tag=tag), concurrency=concurrency,
+        load = h.load(srv, mixed_paths(h.size(n), write_every=3, tag=tag), concurrency=concurrency,
                       timeout=5.0, deadline=16.0)
     result.add_load(load)
     result.peak_server_connections = mon.peak
@@ -1198,7 +1206,8 @@ def _scenario_fork_import(h: Harness, settings: dict[str, Any], result: Result) 
     h.prepare(settings)
     env = h.env(settings, IMPORT_TIME_QUERY=True)
     with h.monitor() as mon:
-        proc = h.manage(env, "forkcheck", "--children", "4", "--ops", "100", "--timeout", "8",
+        proc = h.manage(env, "forkcheck", "--children", "4", "--ops", str(h.size(100)),
+                        "--timeout", "8",
                         timeout=40)
     result.peak_server_connections = mon.peak
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -1227,12 +1236,12 @@ def _scenario_fork_import(h: Harness, settings: dict[str, Any], result: Result) 
 def _scenario_restart(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="sync", workers=2)
-    warm = h.load(srv, mixed_paths(40), concurrency=4, timeout=10, deadline=15)
+    warm = h.load(srv, mixed_paths(h.size(40)), concurrency=4, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     with h.monitor() as mon:
         result.details["connections_before_restart"] = h.connections()
         _restart_server(h.pg_server)
-        load = h.load(srv, mixed_paths(40), concurrency=4, timeout=10, deadline=15)
+        load = h.load(srv, mixed_paths(h.size(40)), concurrency=4, timeout=10, deadline=15)
     result.add_load(load)
     result.peak_server_connections = mon.peak
     result.lost = h.lost_writes(load.acked_tokens)
@@ -1250,12 +1259,12 @@ def _scenario_idle_timeout(h: Harness, settings: dict[str, Any], result: Result)
     h.prepare(settings)
     h.set_database_config(idle_session_timeout="1s")
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     result.details["connections_before_idle"] = h.connections()
     time.sleep(2.5)
     with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.add_load(load)
     result.peak_server_connections = mon.peak
     result.lost = h.lost_writes(load.acked_tokens)
@@ -1289,7 +1298,7 @@ def _flood(h: Harness, settings: dict[str, Any], result: Result, *,
     stock_failure="'sorry, too many clients already' for most requests",
 )
 def _scenario_flood_gthread(h: Harness, settings: dict[str, Any], result: Result) -> None:
-    _flood(h, settings, result, path="/slow/1000",
+    _flood(h, settings, result, path="/slow/500" if h.quick else "/slow/1000",
            start=lambda env: h.gunicorn(env, worker_class="gthread", workers=2, threads=50))
 
 
@@ -1442,11 +1451,11 @@ def _scenario_celery_idle(h: Harness, settings: dict[str, Any], result: Result) 
 def _scenario_terminate(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     result.details["terminated"] = h.terminate()
     with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.add_load(load)
     result.peak_server_connections = mon.peak
     result.lost = h.lost_writes(load.acked_tokens)
@@ -1464,7 +1473,7 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
                      outage_seconds: float = 3.0) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     outage = LoadResult()
     h.pg_server.stop("fast")
@@ -1483,7 +1492,7 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
         "error_samples": dict(outage.error_samples.most_common(5)),
     }
     with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(48), concurrency=8, timeout=10, deadline=15)
+        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.add_load(load)
     result.peak_server_connections = mon.peak
     result.lost = h.lost_writes(load.acked_tokens)
