@@ -44,16 +44,24 @@ def clean_env(venv: Path) -> dict[str, str]:
     return env
 
 
-def run(argv: list[str | Path], *, env: dict[str, str], cwd: Path,
-        timeout: float) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str | Path], *, env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [str(a) for a in argv], env=env, cwd=cwd, capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
+            [str(a) for a in argv],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(map(str, argv))} did not finish in {timeout:.0f} s:\n"
-                    f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}")
+        pytest.fail(
+            f"{' '.join(map(str, argv))} did not finish in {timeout:.0f} s:\n"
+            f"{(exc.stdout or b'')[-3000:]!r}\n{(exc.stderr or b'')[-3000:]!r}"
+        )
 
 
 def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
@@ -63,23 +71,37 @@ def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
 
-    installed = run([python, "-m", "pip", "install", "--quiet", "-e", f"{REPO}[demo]"],
-                    env=env, cwd=tmp_path, timeout=900)
+    installed = run(
+        [python, "-m", "pip", "install", "--quiet", "-e", f"{REPO}[demo]"],
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     if installed.returncode != 0:
         output = installed.stdout + installed.stderr
         if not in_ci() and OFFLINE.search(output):
-            pytest.skip(f"offline: pip cannot reach the package index ({OFFLINE.search(output)[0]})")
+            pytest.skip(
+                f"offline: pip cannot reach the package index ({OFFLINE.search(output)[0]})"
+            )
         pytest.fail(f"pip install -e '.[demo]' failed:\n{output[-4000:]}")
 
-    demo = run([venv / "bin" / "connguard", "demo", "--quick", "--no-color"], env=env,
-               cwd=tmp_path, timeout=300)
+    demo = run(
+        [venv / "bin" / "connguard", "demo", "--quick", "--no-color"],
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output
     assert "connguard: zero failures in 7 scenario(s)" in output, output
     # the stock backend fails in the deterministic scenarios (the fork races are likely,
     # not certain, in a quick run)
-    for label in ("PostgreSQL restart", "pg_terminate_backend() every backend",
-                  "100 slow requests, max_connections=20", "long task idle past the timeout"):
+    for label in (
+        "PostgreSQL restart",
+        "pg_terminate_backend() every backend",
+        "100 slow requests, max_connections=20",
+        "long task idle past the timeout",
+    ):
         stock = [ln for ln in output.splitlines() if ln.startswith("!! stock") and label in ln]
         assert stock, f"no stock failure for {label!r}:\n{output}"
     assert "scenario                                 req  err  wrong  lost  peak" in output

@@ -60,15 +60,18 @@ def test_every_demo_scenario_exists_in_the_harness() -> None:
 
 
 def test_error_sample_drops_libpq_boilerplate() -> None:
-    key = ('OperationalError: connection failed: connection to server at "N.N", port N '
-           "failed: FATAL: sorry, too many clients already")
+    key = (
+        'OperationalError: connection failed: connection to server at "N.N", port N '
+        "failed: FATAL: sorry, too many clients already"
+    )
     assert cli._sample({key: 81, "other": 1}) == (
         "OperationalError: FATAL: sorry, too many clients already"
     )
 
 
-def test_plot_without_matplotlib_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path) -> None:
+def test_plot_without_matplotlib_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     import builtins
 
     real_import = builtins.__import__

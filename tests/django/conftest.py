@@ -57,7 +57,9 @@ def django_template(django_pg: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def django_db(django_pg: Any, django_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+def django_db(
+    django_pg: Any, django_template: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
     """A fresh database on ``django_pg`` for one test, a copy of the migrated and seeded
     ``django_template`` (dropped afterwards)."""
     base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]

@@ -114,9 +114,10 @@ def test_outage_fails_fast_with_a_clear_error(outage: harness.Result) -> None:
     for sample in down["error_samples"]:  # (samples are cut at 160 characters)
         assert "PoolUnavailable: pool 'default': database unreachable" in sample, explain(outage)
     # ... and the full message says why: the driver's own error
-    assert "the last connect attempt failed with: OperationalError" in outage.details[
-        "logs_tail"
-    ] and "Connection refused" in outage.details["logs_tail"], explain(outage)
+    assert (
+        "the last connect attempt failed with: OperationalError" in outage.details["logs_tail"]
+        and "Connection refused" in outage.details["logs_tail"]
+    ), explain(outage)
 
 
 @pytest.mark.xfail(
@@ -162,7 +163,10 @@ FLOODS = [
     pytest.param("flood_asgi", 2, {}, id="asgi"),
     pytest.param("flood_gevent", 1, {"DRIVER": "psycopg2"}, id="gevent-psycopg2"),
     pytest.param(
-        "flood_gevent", 1, {"DRIVER": "psycopg"}, id="gevent-psycopg3",
+        "flood_gevent",
+        1,
+        {"DRIVER": "psycopg"},
+        id="gevent-psycopg3",
         marks=pytest.mark.skipif(not HAS_PSYCOPG3, reason="psycopg 3 is not installed"),
     ),
 ]
@@ -179,16 +183,15 @@ def test_flood_waits_instead_of_too_many_clients(
         if extra["DRIVER"] == "psycopg2":
             pytest.importorskip("psycogreen")
     max_size = 16 // workers
-    r = run(name, django_pg, django_db,
-            OPTIONS={"pool": {"max_size": max_size, "timeout": 25}}, **extra)
+    r = run(
+        name, django_pg, django_db, OPTIONS={"pool": {"max_size": max_size, "timeout": 25}}, **extra
+    )
     assert not r.has_too_many_connections(), explain(r)
     assert_cured(r, requests=100)
     assert r.peak_server_connections <= workers * max_size, explain(r)
 
 
-def test_flood_with_default_max_size_over_the_server_limit(
-    django_pg: Any, django_db: str
-) -> None:
+def test_flood_with_default_max_size_over_the_server_limit(django_pg: Any, django_db: str) -> None:
     """Default max_size=10 x 2 workers = 20 > the 19 slots left: the pool meets "too many
     clients", holds at what it has and queues callers instead of failing."""
     r = run("flood_gthread", django_pg, django_db, OPTIONS={"pool": {"timeout": 25}})
@@ -202,8 +205,7 @@ def test_flood_past_the_pool_timeout_fails_with_pool_timeout(
     """timeout=2 s with 100 one-second requests on 2 x 8 connections: the requests that
     cannot get a connection in time fail with PoolTimeout naming the pool and its state —
     never the server's "too many clients"."""
-    r = run("flood_gthread", django_pg, django_db,
-            OPTIONS={"pool": {"max_size": 8, "timeout": 2}})
+    r = run("flood_gthread", django_pg, django_db, OPTIONS={"pool": {"max_size": 8, "timeout": 2}})
     assert r.requests == 100 and r.wrong == 0, explain(r)
     assert 0 < r.errors < 100, explain(r)
     assert not r.has_too_many_connections(), explain(r)
@@ -234,9 +236,7 @@ def test_asgi_sync_and_async_views(django_pg: Any, django_db: str) -> None:
     assert r.peak_server_connections <= 2 * DEFAULT_MAX_SIZE, explain(r)
 
 
-def test_multiple_databases_one_pool_per_alias_per_process(
-    django_pg: Any, django_db: str
-) -> None:
+def test_multiple_databases_one_pool_per_alias_per_process(django_pg: Any, django_db: str) -> None:
     r = run("multi_db", django_pg, django_db, OPTIONS={"pool": {"max_size": 4}})
     assert_cured(r, requests=120)
     pools = r.details["pools_by_pid"]

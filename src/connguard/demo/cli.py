@@ -44,15 +44,29 @@ SCENARIOS: dict[str, str] = {
 #: Scenarios that restart the server, change its settings or end its sessions: not run on a
 #: server given with --dsn.
 NEEDS_OWN_SERVER = frozenset(
-    {"restart", "idle_timeout", "terminate", "flood_gthread", "flood_asgi", "flood_gevent",
-     "asgi_persistent", "longtask", "celery_idle", "outage", "kill_in_tx"}
+    {
+        "restart",
+        "idle_timeout",
+        "terminate",
+        "flood_gthread",
+        "flood_asgi",
+        "flood_gevent",
+        "asgi_persistent",
+        "longtask",
+        "celery_idle",
+        "outage",
+        "kill_in_tx",
+    }
 )
 #: What the connguard run sets besides ENGINE: in the flood, 2 gunicorn workers x max_size 8
 #: stay under the server's 20 connections (the harness's monitor holds one).
 CONNGUARD_SETTINGS: dict[str, dict[str, Any]] = {
     "flood_gthread": {"OPTIONS": {"pool": {"max_size": 8, "timeout": 25}}},
 }
-ENGINES = (("stock", "django.db.backends.postgresql"), ("connguard", "connguard.backends.postgresql"))
+ENGINES = (
+    ("stock", "django.db.backends.postgresql"),
+    ("connguard", "connguard.backends.postgresql"),
+)
 NEEDED = ("django", "gunicorn")  # + a driver: psycopg (3) or psycopg2
 INSTALL = "pip install 'django-connguard[demo]'"
 
@@ -65,13 +79,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or terminate sessions are skipped",
     )  # fmt: skip
     parser.add_argument(
-        "--scenarios", metavar="A,B", type=_names,
+        "--scenarios",
+        metavar="A,B",
+        type=_names,
         help=f"run only these (default: all of {', '.join(SCENARIOS)})",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer requests and a shorter flood (for CI; the sleeps past the idle timeout stay)"
+        "--quick",
+        action="store_true",
+        help="fewer requests and a shorter flood (for CI; the sleeps past the idle timeout stay)",
     )
-    parser.add_argument("--plot", metavar="FILE.png", help="also draw the results (needs matplotlib)")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="also draw the results (needs matplotlib)"
+    )
     parser.add_argument("--no-color", action="store_true", help="plain text even on a terminal")
     parser.add_argument(
         "--keep-logs", action="store_true",
@@ -162,7 +182,9 @@ class Out:
             if len(label) > width:
                 label = label[: width - 1] + "…"
         if row.problem:
-            self.line(f"  {row.engine:<9}  {label:<{width}}  could not run: {row.problem}", "yellow")
+            self.line(
+                f"  {row.engine:<9}  {label:<{width}}  could not run: {row.problem}", "yellow"
+            )
             return
         mark = "ok" if row.failures == 0 else "!!"
         text = (
@@ -212,8 +234,10 @@ def plain_table(report: Report) -> str:
         cg = report.rows.get((name, "connguard"))
         label = SCENARIOS.get(name, name)
         lines.append(f"{label:<{label_width}}   {cols(_cells(stock))}   {cols(_cells(cg))}")
-    lines.append("req = requests (or operations), err = errors, wrong = another request's "
-                 "result, lost = acknowledged writes")
+    lines.append(
+        "req = requests (or operations), err = errors, wrong = another request's "
+        "result, lost = acknowledged writes"
+    )
     lines.append("not in the database, peak = most server connections seen at once")
     return "\n".join(lines)
 
@@ -237,8 +261,10 @@ def _rich_table(report: Report) -> Any:
                     values[i] = f"[{bad if n else 'green'}]{values[i]}[/]"
             label = SCENARIOS.get(name, name) if engine == "stock" else ""
             table.add_row(label, engine, *values, end_section=engine == "connguard")
-    table.caption = ("err = errors, wrong = another request's result, lost = acknowledged "
-                     "writes not in the database, peak = most server connections at once")
+    table.caption = (
+        "err = errors, wrong = another request's result, lost = acknowledged "
+        "writes not in the database, peak = most server connections at once"
+    )
     return table
 
 
@@ -250,8 +276,10 @@ def plot(report: Report, path: str) -> str | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return ("--plot needs matplotlib: pip install 'django-connguard[plot]' "
-                "(or pip install matplotlib)")
+        return (
+            "--plot needs matplotlib: pip install 'django-connguard[plot]' "
+            "(or pip install matplotlib)"
+        )
     names = report.names()
     labels = [SCENARIOS.get(n, n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.55 * len(names) + 2.2), sharey=True)
@@ -260,13 +288,15 @@ def plot(report: Report, path: str) -> str | None:
         (ax1, lambda r: r.failures, "failures (errors + wrong results + lost writes)"),
         (ax2, lambda r: r.peak, "peak server connections"),
     ):
-        for offset, (engine, color) in ((-0.2, ("stock", "#d9822b")), (0.2, ("connguard", "#2b8a3e"))):
+        for offset, (engine, color) in (
+            (-0.2, ("stock", "#d9822b")),
+            (0.2, ("connguard", "#2b8a3e")),
+        ):
             values = [
                 metric(row) if (row := report.rows.get((n, engine))) and not row.problem else 0
                 for n in names
             ]
-            bars = ax.barh([y + offset for y in ys], values, height=0.38, color=color,
-                           label=engine)
+            bars = ax.barh([y + offset for y in ys], values, height=0.38, color=color, label=engine)
             ax.bar_label(bars, padding=2, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
@@ -311,8 +341,11 @@ def _versions() -> str:
     """Django, the driver Django will use (psycopg 3 when installed) and gunicorn."""
     driver = "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
     parts: list[str] = []
-    for name, dists in (("Django", ("django",)), (driver, (driver, f"{driver}-binary")),
-                        ("gunicorn", ("gunicorn",))):
+    for name, dists in (
+        ("Django", ("django",)),
+        (driver, (driver, f"{driver}-binary")),
+        ("gunicorn", ("gunicorn",)),
+    ):
         for dist in dists:
             with contextlib.suppress(importlib.metadata.PackageNotFoundError):
                 parts.append(f"{name} {importlib.metadata.version(dist)}")
@@ -332,7 +365,9 @@ def _sample(samples: dict[str, int]) -> str:
     if not samples:
         return ""
     text = max(samples.items(), key=lambda kv: kv[1])[0]
-    text = re.sub(r'(connection failed: )?connection to server at "[^"]*", port N failed: ', "", text)
+    text = re.sub(
+        r'(connection failed: )?connection to server at "[^"]*", port N failed: ', "", text
+    )
     return text[:100]
 
 
@@ -381,21 +416,14 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
     server: Any
     if args.dsn:
         server = ExternalServer(args.dsn)
-        where = server.describe()
     else:
         from connguard.testing.server import PostgresServer, ServerError
 
         try:
-            with out.running("starting a throwaway PostgreSQL cluster"):
-                server = PostgresServer()
-                server.start()
-        except ServerError as exc:
+            server = PostgresServer()
+        except ServerError as exc:  # no server binaries: the message says how to get them
             out.line(f"cannot start PostgreSQL: {exc}")
             return 2
-        where = (
-            f"PostgreSQL {server.major_version} on {server.host}:{server.port} "
-            f"(a throwaway cluster in {server.base_dir}, removed at exit)"
-        )
     log_root = None
     if args.keep_logs:
         import tempfile
@@ -404,10 +432,25 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
         log_root = Path(tempfile.mkdtemp(prefix="connguard-demo-logs-"))
     template = None
     try:
+        if args.dsn:
+            where = server.describe()
+        else:
+            try:
+                with out.running("starting a throwaway PostgreSQL cluster"):
+                    server.start()
+            except ServerError as exc:
+                out.line(f"cannot start PostgreSQL: {exc}")
+                return 2
+            where = (
+                f"PostgreSQL {server.major_version} on {server.host}:{server.port} "
+                f"(a throwaway cluster in {server.base_dir}, removed at exit)"
+            )
         out.line(f"{where}; {_versions()}")
         if report.skipped:
-            out.line("skipped with --dsn, since they restart the server, change its settings or "
-                     "terminate its sessions: " + ", ".join(SCENARIOS.get(n, n) for n in report.skipped))
+            out.line(
+                "skipped with --dsn, since they restart the server, change its settings or "
+                "terminate its sessions: " + ", ".join(SCENARIOS.get(n, n) for n in report.skipped)
+            )
         if not names:
             out.line("nothing to run")
             return 2
@@ -415,9 +458,13 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
             try:
                 template = harness.prepare_template(server, f"cg_demo_tpl_{uuid.uuid4().hex[:8]}")
             except Exception as exc:
-                out.line(f"cannot prepare a database on {where}: {' '.join(str(exc).split())[:600]}")
+                out.line(
+                    f"cannot prepare a database on {where}: {' '.join(str(exc).split())[:600]}"
+                )
                 if args.dsn:
-                    out.line("(the role in --dsn needs CREATEDB: the demo works in databases of its own)")
+                    out.line(
+                        "(the role in --dsn needs CREATEDB: the demo works in databases of its own)"
+                    )
                 return 2
         for engine, engine_name in ENGINES:
             title = "Django's stock backend" if engine == "stock" else "connguard"
@@ -432,13 +479,17 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
                 with out.running(f"{engine}: {label} ..."):
                     try:
                         result = harness.run_scenario(
-                            name, settings, server, template=template, quick=args.quick,
+                            name,
+                            settings,
+                            server,
+                            template=template,
+                            quick=args.quick,
                             log_dir=None if log_root is None else log_root / f"{engine}-{name}",
                         )
                     except harness.ScenarioUnsupported as exc:
                         row.problem = str(exc)
-                    except harness.HarnessError as exc:
-                        row.problem = " ".join(str(exc).split())[:300]
+                    except Exception as exc:  # a process that would not start, a server error
+                        row.problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                     else:
                         row.requests, row.errors = result.requests, result.errors
                         row.wrong, row.lost = result.wrong, result.lost
@@ -456,11 +507,16 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
         stock_failures = sum(r.failures for (_, e), r in report.rows.items() if e == "stock")
         cg = [r for (_, e), r in report.rows.items() if e == "connguard"]
         if ok:
-            out.line(f"\nconnguard: zero failures in {len(cg)} scenario(s); the stock backend: "
-                     f"{stock_failures} failure(s).", "bold green")
+            out.line(
+                f"\nconnguard: zero failures in {len(cg)} scenario(s); the stock backend: "
+                f"{stock_failures} failure(s).",
+                "bold green",
+            )
         else:
             bad = [SCENARIOS.get(r.name, r.name) for r in cg if r.failures or r.problem]
             out.line(f"\nconnguard FAILED in: {', '.join(bad)}", "bold red")
+            if log_root is None:
+                out.line("(run again with --keep-logs to keep every process's log)")
         if log_root is not None:
             out.line(f"logs kept in {log_root}")
         return 0 if ok else 1
