@@ -319,6 +319,11 @@ class ConnectionMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._thread is None or not self._thread.is_alive():
+            # a last sample: a load shorter than the interval may end between two samples,
+            # while the connections it opened (persistent or pooled) are still there
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, self._query())
         with contextlib.suppress(Exception):
             if self._conn is not None:
                 self._conn.close()
