@@ -8,7 +8,16 @@ import uuid
 from typing import Any
 
 import pytest
-from pool_support import backend_pid, driver, make_pool, query, scalar, stat, tx_status
+from pool_support import (
+    backend_pid,
+    driver,
+    make_pool,
+    query,
+    scalar,
+    stat,
+    tx_status,
+    wait_until,
+)
 
 from connguard import ConnectionPool, ForeignConnection
 
@@ -75,7 +84,7 @@ def test_closed_by_the_caller_is_discarded(make_pool, pg: Any, driver: str) -> N
     pool.putconn(conn)
     pool.putconn(conn)  # twice: harmless
     assert stat(pool, "pool_size") == 0
-    assert pg.count_connections(application_name=pool.name) == 0
+    wait_until(lambda: pg.count_connections(application_name=pool.name) == 0)
 
 
 def test_double_putconn_is_harmless(make_pool, driver: str) -> None:
