@@ -18,7 +18,10 @@ Design, in the order a reader needs it:
 - Server down: a circuit breaker. After a failed connect, callers that would have to connect
   fail within milliseconds with :class:`~connguard.errors.PoolUnavailable` naming the last
   error, while one attempt at a time (jittered exponential backoff, from a caller or the
-  background task) probes the server; the first success closes the breaker.
+  background task) probes the server; the first success closes the breaker. While the
+  failures say nobody is listening (refused, no socket, starting up) and cost milliseconds, a
+  caller may also make that one attempt itself, off schedule: the first request after the
+  server is back then connects instead of failing until the next scheduled probe.
 """
 
 from __future__ import annotations
@@ -63,6 +66,19 @@ logger = logging.getLogger("connguard.pool")
 _pool_numbers = itertools.count(1)
 _CONNECT = object()  # _reserve() verdict: the caller holds a slot and must open a connection
 _INF = math.inf
+# While the server is absent (its connects are refused at once), a caller may probe it this
+# often, off the backoff schedule; a probe whose failure took longer turns this off.
+_ABSENT_PROBE_GAP = 0.005
+_ABSENT_PROBE_COST = 0.1
+
+
+class _ProbeWait:
+    """_reserve() verdict: wait for the probe under way, then try again."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
 
 
 class _Waiter:
@@ -178,6 +194,9 @@ class ConnectionPool:
         self._last_error: str | None = None
         self._next_attempt = 0.0
         self._attempt_in_flight = False
+        self._last_attempt = 0.0
+        self._probe_done: threading.Event | None = None  # set when that attempt ends
+        self._absent = False  # the last connect failure said nobody listens, and failed fast
         self._backoff = 0.0
         self._reconnect_failed_called = False
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
@@ -211,6 +230,7 @@ class ConnectionPool:
             timeout = self._timeout
         deadline = now + timeout
         idle = self._idle
+        wait_probe = True
         while True:
             # Fast path, lock-free: list.pop() and dict item assignment are atomic.
             try:
@@ -239,13 +259,16 @@ class ConnectionPool:
                     return conn
             else:
                 with self._lock:
-                    verdict = self._reserve(now, deadline)
+                    verdict = self._reserve(now, deadline, wait_probe)
                     if verdict is None:
                         idle = self._idle  # changed by a fork; or an entry is back: retry
                 if verdict is _CONNECT:
                     entry = self._open_connection(deadline)
                     if entry is not None:
                         return self._lend(entry, now)
+                elif verdict.__class__ is _ProbeWait:
+                    wait_probe = False
+                    verdict.done.wait(max(0.0, min(deadline - now, _ABSENT_PROBE_COST)))
                 elif verdict is not None:
                     granted = self._wait(verdict, deadline, timeout)
                     if granted is None:  # granted a slot: connect with it
@@ -275,8 +298,12 @@ class ConnectionPool:
         lease.reported = False
         return conn
 
-    def _reserve(self, now: float, deadline: float) -> Any:
-        """Locked step when no idle connection is at hand: connect, queue, or refuse."""
+    def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Any:
+        """Locked step when no idle connection is at hand: connect, queue, or refuse.
+
+        While the breaker is open and a cheap probe of an absent server is under way, the
+        verdict is a :class:`_ProbeWait` (once per getconn, *wait_probe*): its outcome takes
+        milliseconds and, when the server is back, spares the caller a needless failure."""
         if self._closed:
             raise PoolClosed(self._closed_message())
         if self._fork_report is not None:
@@ -290,9 +317,17 @@ class ConnectionPool:
             return None  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
             if self._down_since is not None:
-                if self._attempt_in_flight or now < self._next_attempt:
+                if self._attempt_in_flight:
+                    if self._probe_done is not None and wait_probe:
+                        return _ProbeWait(self._probe_done)
+                    raise self._unavailable_error()
+                if now < self._next_attempt and not (
+                    self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP
+                ):
                     raise self._unavailable_error()
                 self._attempt_in_flight = True
+                if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
+                    self._probe_done = threading.Event()
             self._size += 1
             return _CONNECT
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
@@ -347,11 +382,19 @@ class ConnectionPool:
         elif waiter.slot:
             self._release_slot()
 
+    def _attempt_over_locked(self) -> None:
+        """The one connect attempt allowed while the breaker is open has ended."""
+        self._attempt_in_flight = False
+        done = self._probe_done
+        if done is not None:
+            self._probe_done = None
+            done.set()
+
     def _release_slot(self) -> None:
         """Free a reserved slot whose connect never happened or was interrupted."""
         with self._lock:
             self._size -= 1
-            self._attempt_in_flight = False
+            self._attempt_over_locked()
             self._grant_slots_locked()
 
     def _revalidate(self, entry: Entry, now: float) -> bool:
@@ -443,7 +486,7 @@ class ConnectionPool:
                     self.name, now - self._down_since,
                 )  # fmt: skip
             self._down_since = None
-            self._attempt_in_flight = False
+            self._attempt_over_locked()
             self._backoff = 0.0
             self._reconnect_failed_called = False
         return entry
@@ -469,7 +512,7 @@ class ConnectionPool:
         message = _one_line(exc)
         with self._lock:
             self._size -= 1
-            self._attempt_in_flight = False
+            self._attempt_over_locked()
             self._down_since = None
             self._stats["connections_errors"] += 1
             self._stats["connections_refused_full"] += 1
@@ -496,7 +539,9 @@ class ConnectionPool:
             self._size -= 1
             self._stats["connections_errors"] += 1
             self._last_error = message
-            self._attempt_in_flight = False
+            self._attempt_over_locked()
+            self._last_attempt = now
+            self._absent = now - started < _ABSENT_PROBE_COST and self._driver.is_server_absent(exc)
             first = self._down_since is None
             if first:
                 self._down_since = now
@@ -882,6 +927,8 @@ class ConnectionPool:
                     if self._attempt_in_flight or monotonic() < self._next_attempt:
                         return
                     self._attempt_in_flight = True
+                    if self._absent:
+                        self._probe_done = threading.Event()
                 self._size += 1
             entry = self._open_connection(None)
             if entry is None:

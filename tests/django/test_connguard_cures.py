@@ -120,12 +120,6 @@ def test_outage_fails_fast_with_a_clear_error(outage: harness.Result) -> None:
     ), explain(outage)
 
 
-@pytest.mark.xfail(
-    reason="pool bug (reported): after the server is back, callers keep failing fast with "
-    "PoolUnavailable until the breaker's next scheduled attempt (backoff_max=0.5 s, jittered); "
-    "requests sent in the first ~50-500 ms after PostgresServer.start() returns all fail",
-    strict=False,
-)
 def test_outage_first_requests_after_start_succeed(outage: harness.Result) -> None:
     assert_cured(outage, requests=48)
 

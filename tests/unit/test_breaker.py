@@ -3,6 +3,7 @@ reconnect_failed."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
@@ -38,19 +39,120 @@ def test_down_fails_fast_naming_the_connect_error(make_pool, server: FakeServer)
 
 
 def test_while_down_callers_fail_fast_without_connecting(make_pool, server: FakeServer) -> None:
+    """A server that answers but refuses the client (here: authentication) is not hammered:
+    only the backoff schedule connects."""
     pool = make_pool(name="db", max_size=4, backoff_initial=0.2, backoff_max=0.2)
+    server.refuse_message = 'FATAL:  password authentication failed for user "app"'
     server.down = True
     with pytest.raises(PoolUnavailable):
         pool.getconn()
     attempts = server.connect_attempts
     for _ in range(50):
         started = time.monotonic()
-        with pytest.raises(PoolUnavailable, match="connection refused"):
+        with pytest.raises(PoolUnavailable, match="password authentication failed"):
             pool.getconn(timeout=5)
         assert time.monotonic() - started < 0.2
+        time.sleep(0.002)
     assert server.connect_attempts - attempts <= 1  # only the background probe, if at all
     assert stat(pool, "requests_failed_fast") >= 50
     assert stat(pool, "breaker_opened") == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "connection refused",
+        'connection to server on socket "/tmp/.s.PGSQL.5432" failed: No such file or directory',
+        "FATAL:  the database system is starting up",
+        "FATAL:  the database system is shutting down",
+    ],
+)
+def test_first_request_after_an_absent_server_is_back_connects(
+    make_pool, server: FakeServer, message: str
+) -> None:
+    """Nobody listening (refused at once): callers fail fast, but a caller probes the server
+    itself, one at a time, so the first request after it is back succeeds instead of failing
+    until the next scheduled probe."""
+    pool = make_pool(name="db", max_size=4, backoff_initial=5.0, backoff_max=5.0)
+    server.refuse_message = message
+    server.down = True
+    for _ in range(5):
+        started = time.monotonic()
+        with pytest.raises(PoolUnavailable):
+            pool.getconn(timeout=5)
+        assert time.monotonic() - started < 0.2
+        time.sleep(0.01)
+    assert stat(pool, "breaker_open") == 1
+    server.down = False
+    conn = pool.getconn(timeout=5)  # the next scheduled probe is seconds away
+    assert conn.execute("select 1") == 1
+    pool.putconn(conn)
+    assert stat(pool, "breaker_open") == 0
+
+
+def test_absent_server_probe_is_awaited_by_concurrent_callers(
+    make_pool, server: FakeServer
+) -> None:
+    """While one caller's probe of an absent server is under way, the others wait for its
+    verdict (milliseconds) instead of failing: when the server is back, nobody fails."""
+    pool = make_pool(name="db", max_size=8, backoff_initial=5.0, backoff_max=5.0)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    time.sleep(0.01)
+    server.down = False
+    server.slow_connect(0.03)
+    results: list[object] = []
+
+    def one() -> None:
+        try:
+            conn = pool.getconn(timeout=5)
+            time.sleep(0.05)
+            pool.putconn(conn)
+            results.append("ok")
+        except BaseException as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == ["ok"] * 6, results
+
+
+def test_absent_server_probes_stay_one_at_a_time_and_fail_fast(
+    make_pool, server: FakeServer
+) -> None:
+    pool = make_pool(name="db", max_size=8, backoff_initial=5.0, backoff_max=5.0)
+    server.down = True
+    with pytest.raises(PoolUnavailable):
+        pool.getconn()
+    attempts = server.connect_attempts
+    peak = 0
+    slow: list[float] = []
+
+    def hammer() -> None:
+        for _ in range(30):
+            started = time.monotonic()
+            with contextlib.suppress(PoolUnavailable):
+                pool.getconn(timeout=5)
+            slow.append(time.monotonic() - started)
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, server.connecting)
+        time.sleep(0.001)
+    for t in threads:
+        t.join(10)
+    assert peak <= 1
+    assert max(slow) < 0.2, max(slow)
+    # off-schedule probes happen, but at most one per _ABSENT_PROBE_GAP
+    elapsed = sum(slow) / 4 + 30 * 0.002
+    assert 1 <= server.connect_attempts - attempts <= elapsed / 0.005 + 5
 
 
 def test_only_one_attempt_at_a_time_while_down(make_pool, server: FakeServer) -> None:

@@ -27,6 +27,17 @@ _CAPACITY_MESSAGES = (
     "too many connections for role",
     "too many connections for database",
 )
+# Connect failures that say nothing is serving yet (no listener, no socket file, a server
+# starting or stopping): the kernel or the postmaster answers at once, without a session.
+_ABSENT_MESSAGES = (
+    "connection refused",
+    "no such file or directory",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
 
 
 def _devnull() -> int:
@@ -82,6 +93,13 @@ class Driver:
             return True
         text = str(exc)
         return any(marker in text for marker in _CAPACITY_MESSAGES)
+
+    def is_server_absent(self, exc: BaseException) -> bool:
+        """A connect failed because no server is accepting sessions at the address yet
+        (refused, no socket file, starting up or shutting down), as opposed to one that
+        answered and refused this client (authentication, unknown database, ...)."""
+        text = str(exc).lower()
+        return any(marker in text for marker in _ABSENT_MESSAGES)
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, self.disconnect_errors)
