@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +20,7 @@ import pytest
 
 from connguard import cli
 from connguard.testing import _teardown
+from connguard.testing.pgbouncer import PgBouncer
 from connguard.testing.server import PostgresServer
 
 DJANGO_DIR = Path(__file__).resolve().parents[1] / "django"
@@ -326,72 +325,19 @@ def test_gunicorn_cmd_args(
 # -- what sits in front of the server ----------------------------------------------------------
 
 
-def _pgbouncer_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        with contextlib.suppress(KeyError):
-            pwd.getpwnam(name)
-            return name
-    return None
-
-
 @pytest.fixture(scope="module")
-def pgbouncer(pg_server: PostgresServer) -> Iterator[int]:
-    """A real PgBouncer in transaction mode in front of the rig's server; its port."""
-    binary = shutil.which("pgbouncer") or (
-        "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
-    )
-    if binary is None:
-        pytest.skip("the pgbouncer binary is not installed (apt-get install pgbouncer)")
-    workdir = Path(tempfile.mkdtemp(prefix="cg-pgbouncer-"))
-    workdir.chmod(0o777)  # pgbouncer runs as an unprivileged user under root
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (workdir / "users.txt").write_text(f'"{pg_server.user}" ""\n')
-    (workdir / "pgbouncer.ini").write_text(
-        f"[databases]\n* = host={pg_server.host} port={pg_server.port}\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {workdir / 'users.txt'}\n"
-        f"admin_users = {pg_server.user}\npool_mode = transaction\nmax_client_conn = 10\n"
-        "default_pool_size = 4\nclient_idle_timeout = 20\n"
-        "ignore_startup_parameters = extra_float_digits\n"
-        f"logfile = {workdir / 'pgbouncer.log'}\n"
-    )
-    for file in workdir.iterdir():
-        file.chmod(0o666)
-    user = _pgbouncer_user()
-    argv = [binary, *(["-u", user] if user else []), str(workdir / "pgbouncer.ini")]
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s, contextlib.suppress(OSError):
-                s.settimeout(0.5)
-                s.connect(("127.0.0.1", port))
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log = (workdir / "pgbouncer.log").read_text() if proc.poll() is None else ""
-                pytest.fail(f"pgbouncer did not start (exit {proc.poll()}): {log}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+def pgbouncer_settings() -> dict[str, Any]:
+    """The rig's ``pgbouncer`` fixture, small enough for the findings below."""
+    return {
+        "pool_mode": "transaction", "max_client_conn": 10, "default_pool_size": 4,
+        "extra": {"client_idle_timeout": "20"},
+    }  # fmt: skip
 
 
-def test_pgbouncer_in_transaction_mode(pg: PostgresServer, pgbouncer: int) -> None:
+def test_pgbouncer_in_transaction_mode(pg: PostgresServer, pgbouncer: PgBouncer) -> None:
+    port = pgbouncer.port
     code, report = manage_doctor(
-        pg, "--workers", "4", "--threads", "4", port=pgbouncer,
+        pg, "--workers", "4", "--threads", "4", port=port,
         DB_ENGINE=CONNGUARD, DB_OPTIONS=json.dumps({"prepare_threshold": 5}),
     )  # fmt: skip
     (server,) = report["servers"]
@@ -414,17 +360,17 @@ def test_pgbouncer_in_transaction_mode(pg: PostgresServer, pgbouncer: int) -> No
     }
     by_id = {f["id"]: f for f in report["findings"]}
     assert by_id["CG403"]["message"] == (
-        f"default: PgBouncer {server['pooler']['version']} at 127.0.0.1:{pgbouncer} runs in "
+        f"default: PgBouncer {server['pooler']['version']} at 127.0.0.1:{port} runs in "
         "transaction mode, but the settings say server_pooler is not declared."
     )
     assert by_id["CG203"]["message"] == (
-        f"PgBouncer at 127.0.0.1:{pgbouncer}: up to 16 client connections (4 workers x 4 "
+        f"PgBouncer at 127.0.0.1:{port}: up to 16 client connections (4 workers x 4 "
         "(default)) but max_client_conn is 10: the rest are refused with 'no more "
         "connections allowed'."
     )
     # declared and fixed: nothing left but the server's own infos
     code, report = manage_doctor(
-        pg, "--workers", "2", port=pgbouncer, DB_ENGINE=CONNGUARD,
+        pg, "--workers", "2", port=port, DB_ENGINE=CONNGUARD,
         DISABLE_SERVER_SIDE_CURSORS="1",
         DB_OPTIONS=json.dumps({"pool": {"server_pooler": "transaction", "max_idle": 10}}),
     )  # fmt: skip

@@ -9,6 +9,11 @@
 * ``pg_dsn`` (function): ``pg.conninfo()`` — the libpq keyword string for database postgres.
 * ``fault_proxy`` (function): a :class:`~connguard.testing.proxy.FaultProxy` in front of the
   server, closed after the test.
+* ``pgbouncer`` (module): a :class:`~connguard.testing.pgbouncer.PgBouncer` in transaction
+  mode in front of ``pg_server`` for the test module (a test that stops it starts it again);
+  a module overrides the ``pgbouncer_settings`` fixture to pass other ``PgBouncer()``
+  arguments. Without the ``pgbouncer`` binary the tests are skipped — or fail, under
+  ``CI=true``.
 
 Tests that use any of these are marked ``integration`` (``pytest -m "not integration"``).
 """
@@ -17,15 +22,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
 from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
 
-__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_server"]
+__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_server", "pgbouncer", "pgbouncer_settings"]
 
-RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy"})
+RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer"})
 
 
 def in_ci() -> bool:
@@ -72,14 +79,45 @@ def fault_proxy(pg: PostgresServer) -> Iterator[FaultProxy]:
         yield proxy
 
 
+@pytest.fixture(scope="module")
+def pgbouncer_settings() -> dict[str, Any]:
+    """Keyword arguments for the module's ``PgBouncer(pg_server, **settings)``; override it in
+    a test module, e.g. ``{"max_client_conn": 10, "extra": {"client_idle_timeout": "20"}}``."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(pg_server: PostgresServer, pgbouncer_settings: dict[str, Any]) -> Iterator[PgBouncer]:
+    """A PgBouncer (transaction mode unless ``pgbouncer_settings`` says otherwise) in front
+    of ``pg_server`` for the test module; connect with ``pgbouncer.conninfo()``. A test that
+    stops it starts it again."""
+    try:
+        bouncer = PgBouncer(pg_server, **pgbouncer_settings)
+    except PgBouncerUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and PgBouncer is unavailable: {exc}")
+        pytest.skip(f"PgBouncer unavailable: {exc}")
+    try:
+        pg_server.start()
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.cleanup()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if RIG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
-def pytest_report_header() -> str:
+def pytest_report_header() -> list[str]:
     try:
-        return f"connguard rig: PostgreSQL binaries in {find_pg_bin()}"
+        lines = [f"connguard rig: PostgreSQL binaries in {find_pg_bin()}"]
     except ServerUnavailable as exc:
-        return f"connguard rig: {str(exc).splitlines()[0]}"
+        lines = [f"connguard rig: {str(exc).splitlines()[0]}"]
+    try:
+        lines.append(f"connguard rig: pgbouncer {find_pgbouncer()}")
+    except PgBouncerUnavailable as exc:
+        lines.append(f"connguard rig: {exc}")
+    return lines
