@@ -244,6 +244,7 @@ class ConnectionPool:
                 # young, used moments ago, and nothing arrived on the socket: lend it
                 if (
                     now < entry.expires
+                    and entry.generation == self._generation
                     and now - entry.last_used < self._fresh_for
                     and not entry.poller.poll(0)
                 ) or self._revalidate(entry, now):
@@ -258,6 +259,8 @@ class ConnectionPool:
                         lease.reported = False
                     return conn
             else:
+                if self._fork_report is not None:
+                    self._log_fork_report()
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
                     if verdict is None:
@@ -283,6 +286,13 @@ class ConnectionPool:
             if now >= deadline:
                 raise self._timeout_error(timeout)
 
+    def _log_fork_report(self) -> None:
+        """Once per process after a fork: which inherited connections were abandoned."""
+        with self._lock:
+            report, self._fork_report = self._fork_report, None
+        if report is not None:
+            logger.warning(report)
+
     def _lend(self, entry: Entry, now: float) -> Any:
         """Lend an entry that did not come through the fast path."""
         conn = entry.conn
@@ -306,9 +316,6 @@ class ConnectionPool:
         milliseconds and, when the server is back, spares the caller a needless failure."""
         if self._closed:
             raise PoolClosed(self._closed_message())
-        if self._fork_report is not None:
-            logger.warning(self._fork_report)
-            self._fork_report = None
         if self._worker is None:
             self._start_worker_locked()
         if self._reclaim:
@@ -480,15 +487,15 @@ class ConnectionPool:
             self._entries[entry.id] = entry
             self._stats["connections_opened"] += 1
             self._stats["connections_ms"] += int((now - started) * 1000)
-            if self._down_since is not None:
-                logger.warning(
-                    "pool %r: database reachable again after %.2f s; circuit breaker closed",
-                    self.name, now - self._down_since,
-                )  # fmt: skip
-            self._down_since = None
+            down_since, self._down_since = self._down_since, None
             self._attempt_over_locked()
             self._backoff = 0.0
             self._reconnect_failed_called = False
+        if down_since is not None:
+            logger.warning(
+                "pool %r: database reachable again after %.2f s; circuit breaker closed",
+                self.name, now - down_since,
+            )  # fmt: skip
         return entry
 
     def _make_entry(self, conn: Any, now: float, origin: Any) -> Entry:
@@ -603,11 +610,17 @@ class ConnectionPool:
             entry.last_used = now
             self._idle.append(entry)
             # see _reserve(): queued callers re-check idle, and so do we; close() empties
-            # idle after setting _closed, so we re-check that too (one of us sees the other)
-            if self._waiters or self._closed:
+            # idle after setting _closed, and drain() after bumping the generation, so we
+            # re-check those too (one of us sees the other)
+            if self._waiters or self._closed or entry.generation != self._generation:
                 with self._lock:
+                    if self._closed:
+                        stranded: list[Entry] = self._take_all_idle_locked()
+                    elif entry.generation != self._generation and _take(self._idle, entry):
+                        stranded = [entry]
+                    else:
+                        stranded = []
                     self._hand_over_locked()
-                    stranded: list[Entry] = self._take_all_idle_locked() if self._closed else []
                 for idle_entry in stranded:
                     self._retire(idle_entry, "connections_discarded")
             return

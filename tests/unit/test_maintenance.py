@@ -184,6 +184,21 @@ def test_drain_retires_everything_once(make_pool, server: FakeServer) -> None:
     assert stat(pool, "pool_size") == 1
 
 
+def test_drain_racing_a_return_never_lends_the_old_connection(
+    make_pool, server: FakeServer
+) -> None:
+    """drain() between putconn()'s lock-free checks and its append leaves an entry of the
+    old generation on the idle list: the next checkout retires it instead of lending it."""
+    pool = make_pool(max_size=2)
+    old = pool.getconn()
+    pool.putconn(old)
+    pool._generation += 1  # what drain() does, after putconn() checked the generation
+    fresh = pool.getconn()
+    assert fresh is not old and not server.is_open(old)
+    pool.putconn(fresh)
+    assert stat(pool, "connections_discarded") == 1
+
+
 # -- close ----------------------------------------------------------------------------------
 
 
