@@ -1,0 +1,790 @@
+"""Macro benchmark: one Django app under HTTP load, on connguard and on every peer.
+
+The same two views (``bench/djbench``: one indexed SELECT by primary key on a 10 000-row
+table; a 3-statement transaction in ``atomic()``: SELECT ... FOR UPDATE, UPDATE, INSERT) are
+served by gunicorn (gthread: 2 workers x 8 threads; sync: 4 workers) and driven by ``wrk``
+at a fixed concurrency for a fixed time, for each configuration of ``DATABASES``:
+
+    connguard             ENGINE connguard.backends.postgresql, pool max_size 8 per worker
+    max_age_0             Django's default: a new server connection per request
+    max_age_600           persistent connections (fast, and the fork/restart-unsafe one)
+    max_age_600_hc        the same + CONN_HEALTH_CHECKS
+    django_pool           Django's built-in pool (psycopg_pool), max_size 8 per worker
+    dj_db_conn_pool       django-db-connection-pool (SQLAlchemy QueuePool), 8 per worker
+    connguard_pgbouncer   connguard through PgBouncer (transaction mode)
+    max_age_0_pgbouncer   CONN_MAX_AGE=0 through PgBouncer (transaction mode)
+
+Configurations take turns round-robin (A B C ... A B C ...), ``--rounds`` times; each figure
+is the median over rounds, with the min-max spread. Peak server connections are sampled
+from pg_stat_activity (client backends on the benchmark database: PgBouncer's server
+connections included). A sample of responses is checked for the row it asked for.
+
+    python bench/django_macro.py                   # ~10 min; starts PostgreSQL and PgBouncer
+    python bench/django_macro.py --quick           # ~2 min
+    python bench/django_macro.py --configs connguard,max_age_0 --workers gthread --rounds 1
+    python bench/django_macro.py --json out.json --plot docs/img
+    python bench/django_macro.py --profile connguard  # pyinstrument inside the workers
+
+This is a benchmark, not a test: it prints figures, marks the targets met or missed and
+exits 0 either way (non-zero only when it could not run, or a response had the wrong row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent / "src") not in sys.path and (HERE.parent / "src").is_dir():
+    sys.path.insert(0, str(HERE.parent / "src"))
+
+from connguard.demo import harness  # noqa: E402
+
+PYTHON = sys.executable
+ROWS = 10_000
+WRK_CONNECTIONS = 32  # wrk's concurrency, every run
+VERIFY_SAMPLES = 12  # responses checked for their row, per view and run
+PGBOUNCER_POOL = 16  # server connections PgBouncer may open (= gthread's 2 x 8 threads)
+
+CONNGUARD = "connguard.backends.postgresql"
+STOCK = "django.db.backends.postgresql"
+DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.postgresql"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    key: str
+    label: str
+    database: dict[str, Any]  # DATABASES["default"] without NAME/HOST/PORT/USER/PASSWORD
+    pgbouncer: bool = False
+
+
+POOL = {"min_size": 1, "max_size": 8}  # per worker process, for connguard and Django's pool
+
+CONFIGS: dict[str, Config] = {
+    c.key: c
+    for c in [
+        Config("connguard", "connguard", {"ENGINE": CONNGUARD, "OPTIONS": {"pool": POOL}}),
+        Config("max_age_0", "CONN_MAX_AGE=0", {"ENGINE": STOCK, "CONN_MAX_AGE": 0}),
+        Config("max_age_600", "CONN_MAX_AGE=600", {"ENGINE": STOCK, "CONN_MAX_AGE": 600}),
+        Config(
+            "max_age_600_hc",
+            "CONN_MAX_AGE=600 + health checks",
+            {"ENGINE": STOCK, "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True},
+        ),
+        Config("django_pool", "Django built-in pool", {"ENGINE": STOCK, "OPTIONS": {"pool": POOL}}),
+        Config(
+            "dj_db_conn_pool",
+            "django-db-connection-pool",
+            {"ENGINE": DJ_DB_CONN_POOL, "POOL_OPTIONS": {"POOL_SIZE": 8, "MAX_OVERFLOW": 0}},
+        ),
+        Config(
+            "connguard_pgbouncer",
+            "connguard + PgBouncer (txn)",
+            {"ENGINE": CONNGUARD, "OPTIONS": {"pool": POOL}},
+            pgbouncer=True,
+        ),
+        Config(
+            "max_age_0_pgbouncer",
+            "CONN_MAX_AGE=0 + PgBouncer (txn)",
+            {"ENGINE": STOCK, "CONN_MAX_AGE": 0},
+            pgbouncer=True,
+        ),
+    ]
+}
+
+#: (peer, connguard / peer at least) per worker class and view
+TARGETS: list[tuple[str, float, str]] = [
+    ("max_age_600", 1.0, "the fastest unsafe configuration"),
+    ("max_age_0", 3.0, "Django's default"),
+    ("django_pool", 1.1, "Django's built-in pool"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    key: str
+    label: str
+    argv: tuple[str, ...]
+
+
+WORKERS: dict[str, Workers] = {
+    "gthread": Workers(
+        "gthread", "gthread, 2 workers x 8 threads", ("-k", "gthread", "-w", "2", "--threads", "8")
+    ),
+    "sync": Workers("sync", "sync, 4 workers", ("-k", "sync", "-w", "4")),
+}
+
+VIEWS = {"select": "/select/", "txn": "/txn/"}
+VIEW_LABELS = {
+    "select": "one indexed SELECT",
+    "txn": "atomic(): SELECT FOR UPDATE, UPDATE, INSERT",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    duration: float
+    warmup: float
+    rounds: int
+
+
+FULL = Plan(duration=4.0, warmup=1.0, rounds=3)
+QUICK = Plan(duration=1.5, warmup=0.5, rounds=1)
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+WRK_SCRIPT = r"""
+-- requests <prefix><random id in 1..rows>; prints one JSON line with exact percentiles
+local prefix, rows = "/select/", 10000
+function init(args)
+  prefix = args[1] or prefix
+  rows = tonumber(args[2] or rows)
+  math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+end
+function request()
+  return wrk.format("GET", prefix .. math.random(1, rows))
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'CGBENCH {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"mean_us": %.1f}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installed with apt-get when missing (root), else a clear exit."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is not installed: installing it with apt-get (Debian's 'wrk' package) ...")
+    apt = shutil.which("apt-get")
+    if apt is None:
+        sys.exit("wrk is missing and apt-get is not available: install wrk (e.g. from source)")
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    for argv in ([*prefix, apt, "update"], [*prefix, apt, "install", "-y", "wrk"]):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            sys.exit(f"wrk is missing and `{' '.join(argv)}` failed ({exc}): install wrk")
+        if proc.returncode != 0:
+            sys.exit(
+                f"wrk is missing and `{' '.join(argv)}` failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-300:]}\ninstall wrk yourself (apt-get install wrk)"
+            )
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("apt-get installed wrk but it is not on PATH")
+    print(f"installed {found}")
+    return found
+
+
+def wrk_version(wrk: str) -> str:
+    proc = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"wrk\s+(\S+)", proc.stdout + proc.stderr)
+    return match.group(1) if match else "?"
+
+
+def run_wrk(
+    wrk: str, script: Path, url: str, prefix: str, duration: float, connections: int
+) -> dict[str, Any]:
+    """One wrk run (one thread, *connections* connections, *duration* seconds)."""
+    seconds = max(1, round(duration))
+    argv = [
+        wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+        url, "--", prefix, str(ROWS),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    for line in proc.stdout.splitlines():
+        if line.startswith("CGBENCH "):
+            out: dict[str, Any] = json.loads(line[len("CGBENCH ") :])
+            out["rps"] = out["requests"] / (out["duration_us"] / 1e6)
+            out["errors"] = sum(out[k] for k in ("connect", "read", "write", "status", "timeout"))
+            return out
+    raise RuntimeError(f"wrk printed no result ({proc.returncode}): {proc.stderr[-500:]}")
+
+
+# -- the database and the servers --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """Where PostgreSQL listens (the throwaway cluster's, or --dsn's)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def conninfo(self, dbname: str = "postgres", **params: Any) -> str:
+        return harness.make_conninfo(
+            host=self.host, port=self.port, user=self.user, password=self.password or None,
+            dbname=dbname, **params,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def postgres(dsn: str | None) -> Iterator[tuple[Server, Any, str]]:
+    """Yield (server, object PgBouncer can front, where)."""
+    if dsn:
+        info = harness.parse_conninfo(dsn)
+        server = Server(
+            info.get("host", "127.0.0.1"), int(info.get("port", 5432)),
+            info.get("user", "postgres"), info.get("password", ""),
+        )  # fmt: skip
+        yield server, server, "--dsn (existing server)"
+        return
+    from connguard.testing.server import PostgresServer
+
+    pg = PostgresServer(settings={"max_connections": 200})
+    try:
+        pg.start()
+        yield Server(pg.host, pg.port, pg.user, ""), pg, "throwaway server (connguard.testing)"
+    finally:
+        pg.cleanup()
+
+
+def prepare_database(server: Server, name: str) -> None:
+    with harness.AdminConnection(server.conninfo()) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with harness.AdminConnection(server.conninfo(name)) as conn:
+        conn.execute(
+            "CREATE TABLE bench_item (id bigint PRIMARY KEY, key varchar(32) NOT NULL, "
+            "value varchar(200) NOT NULL, counter bigint NOT NULL DEFAULT 0)"
+        )
+        conn.execute(
+            "CREATE TABLE bench_log (id bigserial PRIMARY KEY, item_id bigint NOT NULL, "
+            "counter bigint NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO bench_item (id, key, value) SELECT i, 'key-' || i, "
+            "'value-of-' || i FROM generate_series(1, %s) AS i",
+            [ROWS],
+        )
+        conn.execute("VACUUM ANALYZE bench_item")
+
+
+def drop_database(server: Server, name: str) -> None:
+    with contextlib.suppress(Exception), harness.AdminConnection(server.conninfo()) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pgbouncer_api() -> Any:
+    """connguard.testing.pgbouncer (PgBouncer, find_pgbouncer, PgBouncerUnavailable)."""
+    from connguard.testing import pgbouncer
+
+    return pgbouncer
+
+
+def server_connections(target: harness.DbTarget) -> int:
+    return harness.count_server_connections(target)
+
+
+def wait_drained(target: harness.DbTarget, timeout: float = 15.0) -> int:
+    """Wait (bounded) until no client backend is left on the benchmark database."""
+    deadline = time.monotonic() + timeout
+    n = server_connections(target)
+    while n and time.monotonic() < deadline:
+        time.sleep(0.1)
+        n = server_connections(target)
+    return n
+
+
+def project_env(database: dict[str, Any], extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CGB_", "CGT_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    paths = [str(HERE)]
+    if (HERE.parent / "src" / "connguard").is_dir():
+        paths.append(str(HERE.parent / "src"))
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["DJANGO_SETTINGS_MODULE"] = "djbench.settings"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["CGB_DATABASE"] = json.dumps(database)
+    env.update(extra or {})
+    return env
+
+
+def start_gunicorn(
+    env: dict[str, str], workers: Workers, log_dir: Path, name: str
+) -> harness.HttpServer:
+    port = harness.free_port()
+    argv = [
+        PYTHON, "-m", "gunicorn", "djbench.wsgi:application", "-b", f"127.0.0.1:{port}",
+        *workers.argv, "--log-level", "warning", "--backlog", "2048",
+        "--graceful-timeout", "3", "--timeout", "60",
+    ]  # fmt: skip
+    srv = harness.HttpServer(name, argv, port=port, env=env, log_dir=log_dir)
+    try:
+        srv.wait_ready("/health", timeout=60)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+def verify(base_url: str, view: str, n: int) -> tuple[int, int, list[str]]:
+    """Ask for *n* random rows one by one: (ok, wrong, samples of wrong answers)."""
+    ok = wrong = 0
+    samples: list[str] = []
+    for _ in range(n):
+        pk = random.randint(1, ROWS)
+        status, data, err = harness.http_get(f"{base_url}{VIEWS[view]}{pk}", timeout=10)
+        good = (
+            status == 200
+            and isinstance(data, dict)
+            and data.get("id") == pk
+            and data.get("key") == f"key-{pk}"
+            and (data.get("value") == f"value-of-{pk}" if view == "select" else data["counter"] > 0)
+        )
+        if good:
+            ok += 1
+        else:
+            wrong += 1
+            if len(samples) < 3:
+                samples.append(f"{VIEWS[view]}{pk} -> {status} {data or err}")
+    return ok, wrong, samples
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Cell:
+    """One (worker class, view, configuration): a result per round."""
+
+    runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.runs]
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.values(key))
+
+    def spread(self, key: str) -> tuple[float, float]:
+        vals = self.values(key)
+        return min(vals), max(vals)
+
+
+def machine_info(server: Server, wrk: str) -> dict[str, Any]:
+    import gunicorn
+
+    import connguard
+    import django
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    with harness.AdminConnection(server.conninfo()) as conn:
+        pg_version = str(conn.execute("SHOW server_version")[0][0]).split()[0]
+    versions: dict[str, str] = {}
+    for dist in ("psycopg", "psycopg-pool", "django-db-connection-pool", "SQLAlchemy"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[dist] = version(dist)
+    pgbouncer = "?"
+    with contextlib.suppress(Exception):
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        pgbouncer = out.stdout.split()[1]
+    mem = "?"
+    with contextlib.suppress(Exception):
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f"{pages / 2**30:.0f} GB"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "django": django.__version__,
+        "gunicorn": gunicorn.__version__,
+        "connguard": connguard.__version__,
+        "postgresql": pg_version,
+        "pgbouncer": pgbouncer,
+        "wrk": wrk_version(wrk),
+        **versions,
+        "load_before": load_average(),
+    }
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def run_config(
+    *,
+    config: Config,
+    workers: Workers,
+    views: list[str],
+    plan: Plan,
+    server: Server,
+    pg_for_bouncer: Any,
+    dbname: str,
+    wrk: str,
+    script: Path,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Start (PgBouncer and) gunicorn for one configuration, load each view: view -> run."""
+    target = harness.DbTarget(server.host, server.port, server.user, server.password, dbname)
+    with contextlib.ExitStack() as stack:
+        host, port = server.host, server.port
+        if config.pgbouncer:
+            api = pgbouncer_api()
+            bouncer = api.PgBouncer(
+                pg_for_bouncer, pool_mode="transaction", default_pool_size=PGBOUNCER_POOL,
+                max_client_conn=1000,
+            )  # fmt: skip
+            bouncer.start(timeout=10)
+            stack.callback(bouncer.cleanup)
+            host, port = bouncer.host, bouncer.port
+        database = {
+            **config.database,
+            "NAME": dbname, "HOST": host, "PORT": str(port), "USER": server.user,
+            "PASSWORD": server.password,
+        }  # fmt: skip
+        if config.pgbouncer:
+            database["DISABLE_SERVER_SIDE_CURSORS"] = True  # what Django asks behind PgBouncer
+        env = project_env(database, extra_env)
+        srv = start_gunicorn(env, workers, log_dir, f"{workers.key}-{config.key}")
+        stack.callback(srv.stop)
+        out: dict[str, dict[str, Any]] = {}
+        for view in views:
+            prefix = VIEWS[view]
+            run_wrk(wrk, script, srv.base_url, prefix, plan.warmup, WRK_CONNECTIONS)
+            ok, wrong, samples = verify(srv.base_url, view, VERIFY_SAMPLES)
+            monitor = harness.ConnectionMonitor(
+                target, interval=0.05, max_seconds=plan.duration + 30
+            ).start()
+            try:
+                result = run_wrk(wrk, script, srv.base_url, prefix, plan.duration, WRK_CONNECTIONS)
+            finally:
+                peak = monitor.stop()
+            result.update(peak=peak, verified=ok, wrong=wrong, wrong_samples=samples)
+            out[view] = result
+        if not srv.alive():
+            raise RuntimeError(f"gunicorn died during the run:\n{srv.log_text()}")
+    left = wait_drained(target)
+    if left:
+        print(f"  warning: {left} server connections left after {config.key}", flush=True)
+    return out
+
+
+def fmt_ms(us: float) -> str:
+    ms = us / 1000
+    return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def report(
+    info: dict[str, Any],
+    where: str,
+    plan: Plan,
+    configs: list[Config],
+    workers: list[Workers],
+    views: list[str],
+    cells: dict[tuple[str, str, str], Cell],
+) -> tuple[str, list[dict[str, Any]]]:
+    lines: list[str] = []
+    out = lines.append
+    out(
+        f"connguard {info['connguard']} Django macro benchmark: Django {info['django']}, "
+        f"gunicorn {info['gunicorn']}, Python {info['python']}, psycopg {info.get('psycopg')}, "
+        f"PostgreSQL {info['postgresql']} ({where}), PgBouncer {info['pgbouncer']}, "
+        f"wrk {info['wrk']}"
+    )
+    out(
+        f"machine: {info['cpus']} CPU {info['cpu']}, {info['memory']}, {info['os']}; load "
+        f"average {info['load_before']} before, {info.get('load_after', '?')} after"
+    )
+    out(
+        f"wrk -t1 -c{WRK_CONNECTIONS}, {plan.duration:g} s per run after {plan.warmup:g} s of "
+        f"warm-up; {plan.rounds} round(s), configurations round-robin; median (min-max)"
+    )
+    targets: list[dict[str, Any]] = []
+    for w in workers:
+        for view in views:
+            out("")
+            out(f"### {w.label} — {view}: {VIEW_LABELS[view]}")
+            out("")
+            out(
+                "| configuration | req/s | req/s min-max | p50 ms | p99 ms | p99 min-max "
+                "| errors | wrong | peak server conns | connguard / this |"
+            )
+            out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            base = cells.get((w.key, view, "connguard"))
+            for c in configs:
+                cell = cells.get((w.key, view, c.key))
+                if cell is None or not cell.runs:
+                    continue
+                lo, hi = cell.spread("rps")
+                plo, phi = cell.spread("p99_us")
+                ratio = base.median("rps") / cell.median("rps") if base and base.runs else None
+                name = f"**{c.label}**" if c.key == "connguard" else c.label
+                out(
+                    f"| {name} | {cell.median('rps'):.0f} | {lo:.0f}-{hi:.0f} | "
+                    f"{fmt_ms(cell.median('p50_us'))} | {fmt_ms(cell.median('p99_us'))} | "
+                    f"{fmt_ms(plo)}-{fmt_ms(phi)} | {sum(cell.values('errors')):.0f} | "
+                    f"{sum(cell.values('wrong')):.0f} | {max(cell.values('peak')):.0f} | "
+                    f"{'' if ratio is None else f'{ratio:.2f}x'} |"
+                )
+            if base is None or not base.runs:
+                continue
+            for peer, goal, why in TARGETS:
+                cell = cells.get((w.key, view, peer))
+                if cell is None or not cell.runs:
+                    continue
+                ratio = base.median("rps") / cell.median("rps")
+                per_round = [
+                    a / b for a, b in zip(base.values("rps"), cell.values("rps"), strict=False)
+                ]
+                targets.append(
+                    {
+                        "workers": w.key, "view": view, "peer": peer, "goal": goal,
+                        "ratio": ratio, "met": ratio >= goal, "why": why,
+                        "per_round": per_round,
+                    }
+                )  # fmt: skip
+    out("")
+    out("errors = wrk's socket errors + non-2xx responses, summed over rounds; wrong = sampled")
+    out("responses that did not carry the row asked for; peak = most server connections seen")
+    out("(client backends on the benchmark database; PgBouncer's server connections included).")
+    if targets:
+        out("")
+        out("| target | worker class | view | connguard / peer | per round | |")
+        out("|---|---|---|---:|---|---|")
+        for t in targets:
+            rounds = ", ".join(f"{r:.2f}" for r in t["per_round"])
+            out(
+                f"| >= {t['goal']:g}x {CONFIGS[t['peer']].label} | {t['workers']} | {t['view']} "
+                f"| {t['ratio']:.2f}x | {rounds} | {'met' if t['met'] else '**missed**'} |"
+            )
+    return "\n".join(lines), targets
+
+
+def summarize(cells: dict[tuple[str, str, str], Cell]) -> list[dict[str, Any]]:
+    rows = []
+    for (w, view, key), cell in cells.items():
+        if not cell.runs:
+            continue
+        row: dict[str, Any] = {"workers": w, "view": view, "config": key}
+        for metric in ("rps", "p50_us", "p99_us"):
+            lo, hi = cell.spread(metric)
+            row[metric] = {"median": cell.median(metric), "min": lo, "max": hi}
+        row["errors"] = sum(cell.values("errors"))
+        row["wrong"] = sum(cell.values("wrong"))
+        row["peak"] = max(cell.values("peak"))
+        rows.append(row)
+    return rows
+
+
+def parse_list(text: str, known: dict[str, Any], what: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in keys if k not in known]
+    if bad:
+        sys.exit(f"unknown {what}: {', '.join(bad)} (choose from {', '.join(known)})")
+    return keys
+
+
+def profile(args: argparse.Namespace, plan: Plan) -> int:
+    """Run one configuration (gthread) with pyinstrument in the workers; print where the time
+    goes, per request."""
+    try:
+        import pyinstrument  # noqa: F401
+    except ImportError:
+        sys.exit("--profile needs pyinstrument: pip install pyinstrument")
+    from pyinstrument.renderers import ConsoleRenderer
+    from pyinstrument.session import Session
+
+    wrk = ensure_wrk()
+    config = CONFIGS[args.profile]
+    workers = WORKERS[args.workers.split(",")[0] if args.workers != "both" else "gthread"]
+    views = parse_list(args.views, VIEWS, "views")
+    with postgres(args.dsn) as (server, pg, _where), tempfile.TemporaryDirectory() as tmp:
+        dbname = f"cgbench_{uuid.uuid4().hex[:8]}"
+        prepare_database(server, dbname)
+        try:
+            script = Path(tmp) / "bench.lua"
+            script.write_text(WRK_SCRIPT)
+            for view in views:
+                prof_dir = Path(tmp) / f"prof-{view}"
+                prof_dir.mkdir()
+                result = run_config(
+                    config=config, workers=workers, views=[view], plan=plan, server=server,
+                    pg_for_bouncer=pg, dbname=dbname, wrk=wrk, script=script,
+                    log_dir=Path(tmp), extra_env={"CGB_PROFILE_DIR": str(prof_dir)},
+                )[view]  # fmt: skip
+                sessions = [Session.load(p) for p in glob.glob(str(prof_dir / "*.pyisession"))]
+                if not sessions:
+                    print(f"{view}: no profile written")
+                    continue
+                session = sessions[0]
+                for other in sessions[1:]:
+                    session = Session.combine(session, other)
+                print(
+                    f"\n== {config.label}, {workers.label}, view {view}: {result['rps']:.0f} "
+                    f"req/s under the profiler (slower than without it)"
+                )
+                print(ConsoleRenderer(unicode=True, color=False, show_all=False).render(session))
+                out = Path(args.profile_out or ".") / f"profile-{config.key}-{view}.pyisession"
+                session.save(str(out))
+                print(f"session saved to {out} (pyinstrument --load {out})")
+        finally:
+            drop_database(server, dbname)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--dsn", help="libpq conninfo of an existing server (default: start one)")
+    parser.add_argument("--duration", type=float, help="seconds of load per run (default 4)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per run (default 1)")
+    parser.add_argument("--rounds", type=int, help="rounds over the configurations (default 3)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated keys")
+    parser.add_argument("--workers", default="both", choices=["both", "gthread", "sync"])
+    parser.add_argument("--views", default="select,txn", help="select, txn or both")
+    parser.add_argument("--quick", action="store_true", help="a short run (~2 min)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    parser.add_argument("--plot", metavar="DIR", help="write the chart (PNG) into DIR")
+    parser.add_argument("--profile", metavar="CONFIG", help="profile one configuration instead")
+    parser.add_argument("--profile-out", metavar="DIR", help="where --profile saves sessions")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    plan = Plan(
+        duration=args.duration if args.duration is not None else base.duration,
+        warmup=args.warmup if args.warmup is not None else base.warmup,
+        rounds=args.rounds if args.rounds is not None else base.rounds,
+    )
+    if plan.rounds < 1 or plan.duration <= 0 or plan.warmup < 0:
+        sys.exit("--rounds must be >= 1, --duration > 0 and --warmup >= 0")
+    if args.profile:
+        if args.profile not in CONFIGS:
+            sys.exit(f"unknown configuration {args.profile!r} (choose from {', '.join(CONFIGS)})")
+        return profile(args, plan)
+    configs = [CONFIGS[k] for k in parse_list(args.configs, CONFIGS, "configurations")]
+    workers = [
+        WORKERS[k] for k in (["gthread", "sync"] if args.workers == "both" else [args.workers])
+    ]
+    views = parse_list(args.views, VIEWS, "views")
+    wrk = ensure_wrk()
+    if any(c.pgbouncer for c in configs):
+        try:
+            pgbouncer_api().find_pgbouncer()
+        except Exception as exc:
+            sys.exit(f"a PgBouncer configuration was asked for, but: {exc}")
+    started = time.monotonic()
+    cells: dict[tuple[str, str, str], Cell] = {}
+    failed: list[str] = []
+    with postgres(args.dsn) as (server, pg, where), tempfile.TemporaryDirectory() as tmp:
+        info = machine_info(server, wrk)
+        print(
+            f"machine: {info['cpus']} CPU {info['cpu']}, {info['memory']}, {info['os']}; "
+            f"Python {info['python']}, Django {info['django']}, PostgreSQL {info['postgresql']}, "
+            f"PgBouncer {info['pgbouncer']}, wrk {info['wrk']}",
+            flush=True,
+        )
+        dbname = f"cgbench_{uuid.uuid4().hex[:8]}"
+        prepare_database(server, dbname)
+        script = Path(tmp) / "bench.lua"
+        script.write_text(WRK_SCRIPT)
+        try:
+            for r in range(plan.rounds):
+                for w in workers:
+                    for c in configs:
+                        t0 = time.monotonic()
+                        try:
+                            results = run_config(
+                                config=c, workers=w, views=views, plan=plan, server=server,
+                                pg_for_bouncer=pg, dbname=dbname, wrk=wrk, script=script,
+                                log_dir=Path(tmp),
+                            )  # fmt: skip
+                        except Exception as exc:
+                            failed.append(f"round {r + 1} {w.key} {c.key}: {exc}")
+                            print(f"  FAILED {w.key} {c.key}: {str(exc)[:800]}", flush=True)
+                            continue
+                        summary = []
+                        for view, result in results.items():
+                            result["round"] = r + 1
+                            cells.setdefault((w.key, view, c.key), Cell()).runs.append(result)
+                            summary.append(
+                                f"{view} {result['rps']:6.0f} req/s p99 "
+                                f"{fmt_ms(result['p99_us']):>5} ms peak {result['peak']:2d}"
+                                + (f" errors {result['errors']}" if result["errors"] else "")
+                                + (f" WRONG {result['wrong']}" if result["wrong"] else "")
+                            )
+                        print(
+                            f"round {r + 1}/{plan.rounds} {w.key:7} {c.key:20} "
+                            f"{' | '.join(summary)}  ({time.monotonic() - t0:.0f} s)",
+                            flush=True,
+                        )
+        finally:
+            drop_database(server, dbname)
+        info["load_after"] = load_average()
+    text, targets = report(info, where, plan, configs, workers, views, cells)
+    print()
+    print(text)
+    if failed:
+        print("\ncould not run:\n  " + "\n  ".join(failed))
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+    data = {
+        "machine": info,
+        "server": where,
+        "plan": dataclasses.asdict(plan),
+        "wrk_connections": WRK_CONNECTIONS,
+        "workers": {w.key: w.label for w in workers},
+        "views": {v: VIEW_LABELS[v] for v in views},
+        "configs": {c.key: c.label for c in configs},
+        "runs": [
+            {"workers": w, "view": v, "config": k, **run}
+            for (w, v, k), cell in cells.items()
+            for run in cell.runs
+        ],
+        "summary": summarize(cells),
+        "targets": targets,
+        "failed": failed,
+        "table": text,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+    if args.plot:
+        sys.path.insert(0, str(HERE))
+        from plot import plot_macro
+
+        path = plot_macro(data, Path(args.plot) / "django_macro.png")
+        print(f"chart: {path}")
+    wrong = sum(sum(cell.values("wrong")) for cell in cells.values())
+    return 1 if wrong or (failed and not cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
