@@ -6,8 +6,12 @@ Three inputs, each optional but the server:
   ``--settings``), or one ``--dsn`` with the pool settings given as options;
 - **the process model**: gunicorn's config file (``--gunicorn-config``, else
   ``./gunicorn.conf.py`` as gunicorn itself finds it; executed in a namespace of its own),
-  ``GUNICORN_CMD_ARGS``, ``WEB_CONCURRENCY`` and the options (``--workers``, ``--threads``,
-  ``--preload``, ``--asgi``, ``--gevent``, ``--celery-concurrency``, ``--hosts``), which win;
+  ``GUNICORN_CMD_ARGS``, ``WEB_CONCURRENCY``; with Django's settings, ASGI
+  (``ASGI_APPLICATION`` without ``WSGI_APPLICATION``, then ``UVICORN_WORKERS``) and Celery
+  (``CELERY_WORKER_CONCURRENCY``, or its default when ``CELERY_BROKER_URL`` is set); the
+  ``CELERY_WORKER_CONCURRENCY`` / ``CELERYD_CONCURRENCY`` environment variables; and the
+  options (``--workers``, ``--threads``, ``--preload``, ``--asgi``, ``--gevent``,
+  ``--celery-concurrency``, ``--hosts``), which win (see :func:`detect_processes`);
 - **the live server**, read over a plain psycopg connection: version, connection budget,
   timeouts, TCP keepalives, read-only / recovery, and what sits in front of it (a PgBouncer
   is recognised by its admin console, asked ``SHOW VERSION`` / ``SHOW CONFIG`` /
@@ -141,7 +145,7 @@ class Server:
 class Processes:
     """How many processes and threads reach the database, and how."""
 
-    server: str = "unknown"  # "gunicorn", or "options" (only given), or "unknown"
+    server: str = "unknown"  # "gunicorn", "asgi" (from the settings), "options" or "unknown"
     source: str = "assumed"  # where the numbers come from
     workers: int = 1
     threads: int = 1
@@ -151,6 +155,7 @@ class Processes:
     asgi: bool = False
     gevent: bool = False
     celery: int = 0
+    celery_source: str = ""  # where the Celery number comes from ("" without Celery)
     hosts: int = 1
 
     @property
@@ -425,8 +430,19 @@ def _parse_gunicorn_args(text: str) -> tuple[dict[str, Any], str | None]:
     return {k: v for k, v in values.items() if v is not None}, known.config
 
 
-def detect_processes(args: argparse.Namespace, notes: list[str]) -> tuple[Processes, list[Finding]]:
-    """The process model: gunicorn config < GUNICORN_CMD_ARGS < options."""
+def detect_processes(
+    args: argparse.Namespace, notes: list[str], django_settings: Any = None
+) -> tuple[Processes, list[Finding]]:
+    """The process model: ``WEB_CONCURRENCY`` < gunicorn config < ``GUNICORN_CMD_ARGS`` <
+    options; with Django's settings (``django_settings``), ASGI and Celery too.
+
+    ASGI: a gunicorn worker class containing ``uvicorn``, or ``--asgi``; else, with the
+    settings, no gunicorn in sight (no config file, no ``GUNICORN_CMD_ARGS``: their worker
+    class, ``sync`` by default, decides) and no ``--worker-class``/``--gevent``:
+    ``ASGI_APPLICATION`` set and ``WSGI_APPLICATION`` not (both set: WSGI, with a note).
+    Outside gunicorn, ``UVICORN_WORKERS`` then counts the workers (over ``WEB_CONCURRENCY``,
+    as uvicorn reads them). Celery: see :func:`_detect_celery`.
+    """
     found: list[Finding] = []
     model = Processes()
     settings: dict[str, Any] = {}
@@ -435,6 +451,7 @@ def detect_processes(args: argparse.Namespace, notes: list[str]) -> tuple[Proces
     config = args.gunicorn_config or env_config
     if config is None and Path("gunicorn.conf.py").is_file():
         config = "gunicorn.conf.py"
+    gunicorn = bool(config or env_args)  # gunicorn serves: its worker class decides
     if os.environ.get("WEB_CONCURRENCY", "").isdigit():
         settings["workers"] = int(os.environ["WEB_CONCURRENCY"])
         sources.append("WEB_CONCURRENCY")
@@ -461,12 +478,31 @@ def detect_processes(args: argparse.Namespace, notes: list[str]) -> tuple[Proces
         "preload_app": True if args.preload else None,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
+    asgi_app = False  # ASGI read from the settings
+    if (
+        django_settings is not None
+        and not (gunicorn or args.asgi or args.gevent)
+        and "worker_class" not in flags
+    ):
+        asgi_app = _settings_asgi(django_settings, notes)
+        if asgi_app:
+            sources.append("ASGI_APPLICATION")
+    if (asgi_app or args.asgi) and not gunicorn:
+        uvicorn_workers = os.environ.get("UVICORN_WORKERS", "")
+        if uvicorn_workers.isdigit():
+            settings["workers"] = int(uvicorn_workers)
+            sources.append("UVICORN_WORKERS")
     if flags or args.asgi or args.gevent:
         settings.update(flags)
         sources.append("options")
-    if settings:
-        model.server = "gunicorn"
+    if settings or asgi_app:
+        model.server = "asgi" if asgi_app else "gunicorn"
         model.source = ", ".join(sources)
+    if asgi_app and "workers" not in settings:
+        notes.append(
+            "ASGI server's worker processes unknown: 1 assumed "
+            "(give --workers, or set UVICORN_WORKERS or WEB_CONCURRENCY)"
+        )
     model.workers = int(settings.get("workers") or 1)
     model.threads = int(settings.get("threads") or 1)
     model.worker_connections = int(settings.get("worker_connections") or 1000)
@@ -477,10 +513,10 @@ def detect_processes(args: argparse.Namespace, notes: list[str]) -> tuple[Proces
     model.worker_class = worker_class
     lowered = worker_class.lower()
     model.gevent = bool(args.gevent) or "gevent" in lowered or "eventlet" in lowered
-    model.asgi = bool(args.asgi) or "uvicorn" in lowered
-    if model.server == "unknown" and (model.asgi or model.gevent or model.celery):
+    model.asgi = bool(args.asgi) or "uvicorn" in lowered or asgi_app
+    if model.server == "unknown" and (model.asgi or model.gevent):
         model.server, model.source = "options", "options"
-    model.celery = int(args.celery_concurrency or 0)
+    model.celery, model.celery_source = _detect_celery(args, notes, django_settings)
     model.hosts = int(args.hosts or 1)
     if model.server == "unknown":
         notes.append(
@@ -488,6 +524,96 @@ def detect_processes(args: argparse.Namespace, notes: list[str]) -> tuple[Proces
             "(give --workers/--threads, --gunicorn-config, --asgi or --gevent)"
         )
     return model, found
+
+
+def _settings_asgi(django_settings: Any, notes: list[str]) -> bool:
+    """ASGI by the settings: ``ASGI_APPLICATION`` without ``WSGI_APPLICATION`` (both: a note)."""
+    asgi_app = getattr(django_settings, "ASGI_APPLICATION", None)
+    wsgi_app = getattr(django_settings, "WSGI_APPLICATION", None)
+    if asgi_app and wsgi_app:
+        notes.append(
+            "ASGI_APPLICATION and WSGI_APPLICATION are both set: served through WSGI assumed; "
+            "pass --asgi if it is served through ASGI (uvicorn, daphne, hypercorn)"
+        )
+    return bool(asgi_app) and not wsgi_app
+
+
+_CELERY_ENV = ("CELERY_WORKER_CONCURRENCY", "CELERYD_CONCURRENCY")
+_CELERY_SETTINGS = ("CELERY_WORKER_CONCURRENCY", "CELERYD_CONCURRENCY")
+
+
+def _celery_importable() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("celery") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _celery_number(value: Any) -> int | str | None:
+    """A concurrency setting: a count, ``"auto"``, or None when unset (0 is Celery's unset)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _detect_celery(
+    args: argparse.Namespace, notes: list[str], django_settings: Any = None
+) -> tuple[int, str]:
+    """Celery worker processes per host, and where the number comes from.
+
+    ``--celery-concurrency`` < the ``CELERY_WORKER_CONCURRENCY`` / ``CELERYD_CONCURRENCY``
+    environment variables (as a worker's ``-c $CELERYD_CONCURRENCY`` gets them) < with
+    Django's settings and Celery importable, the ``CELERY``-namespaced settings
+    (``app.config_from_object("django.conf:settings", namespace="CELERY")``):
+    ``CELERY_WORKER_CONCURRENCY`` (or the old ``CELERYD_CONCURRENCY``), else, when a broker
+    is configured (``CELERY_BROKER_URL``, setting or environment), Celery's default: the
+    CPU count, with a note. ``auto`` is counted as the CPU count too.
+    """
+    if args.celery_concurrency:
+        return int(args.celery_concurrency), "options"
+    number, name = _first_concurrency({n: os.environ.get(n) for n in _CELERY_ENV})
+    if number is None and django_settings is not None and _celery_importable():
+        number, name = _first_concurrency(
+            {n: getattr(django_settings, n, None) for n in _CELERY_SETTINGS}
+        )
+        broker = getattr(django_settings, "CELERY_BROKER_URL", None) or os.environ.get(
+            "CELERY_BROKER_URL"
+        )
+        if number is None and broker:
+            number, name = "auto", "CELERY_BROKER_URL"
+    if number is None:
+        return 0, ""
+    if isinstance(number, int):
+        return number, name
+    cpus = os.cpu_count() or 1
+    if name == "CELERY_BROKER_URL":
+        why = "a broker is configured (CELERY_BROKER_URL) but no concurrency: Celery's default"
+        source = "CELERY_BROKER_URL; Celery's default assumed"
+    else:
+        why = f"{name} is 'auto'"
+        source = f"{name} 'auto'; the CPU count assumed"
+    notes.append(
+        f"Celery: {why}, the CPU count, assumed: {_plural(cpus, 'process', 'processes')} "
+        "per host (this machine's CPUs; give --celery-concurrency, or set "
+        "CELERY_WORKER_CONCURRENCY)"
+    )
+    return cpus, source
+
+
+def _first_concurrency(values: Mapping[str, Any]) -> tuple[int | str | None, str]:
+    """The first set concurrency among ``name -> value``, and its name."""
+    for name, value in values.items():
+        number = _celery_number(value)
+        if number is not None:
+            return number, name
+    return None, ""
 
 
 def describe_processes(model: Processes) -> str:
@@ -506,6 +632,7 @@ def describe_processes(model: Processes) -> str:
         )
     if model.celery:
         text += f"; Celery: {_plural(model.celery, 'process', 'processes')}"
+        text += f" (from {model.celery_source})" if model.celery_source else ""
     return text + f"; {_plural(model.hosts, 'host')}"
 
 
@@ -1090,7 +1217,10 @@ def run(args: argparse.Namespace) -> int:
         if not databases:
             print("connguard doctor: no PostgreSQL database in DATABASES", file=sys.stderr)
             return 2
-    model, process_findings = detect_processes(args, notes)
+    django_settings: Any = None
+    if dsn is None:
+        from django.conf import settings as django_settings
+    model, process_findings = detect_processes(args, notes, django_settings)
     report = examine(databases, model, notes)
     report.findings = process_findings + report.findings
     if args.json:

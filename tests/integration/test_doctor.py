@@ -3,6 +3,7 @@ PgBouncer in front of it), the text output compared exactly, the exit codes."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -12,13 +13,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from connguard import cli
+from connguard import doctor as doctor_module
 from connguard.testing import _teardown
 from connguard.testing.pgbouncer import PgBouncer
 from connguard.testing.server import PostgresServer
@@ -26,6 +29,17 @@ from connguard.testing.server import PostgresServer
 DJANGO_DIR = Path(__file__).resolve().parents[1] / "django"
 CONNGUARD = "connguard.backends.postgresql"
 STOCK = "django.db.backends.postgresql"
+#: environment variables the process model is read from (the tests set their own)
+DETECTED_ENV = (
+    "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY", "UVICORN_WORKERS", "CELERY_WORKER_CONCURRENCY",
+    "CELERYD_CONCURRENCY", "CELERY_BROKER_URL",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_detected_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in DETECTED_ENV:
+        monkeypatch.delenv(name, raising=False)
 
 
 def doctor(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -45,23 +59,42 @@ def ids(report: dict[str, Any]) -> dict[str, str]:
 
 
 def manage_doctor(
-    server: PostgresServer, *argv: str, port: int | None = None, **settings: str
+    server: PostgresServer,
+    *argv: str,
+    port: int | None = None,
+    extra_settings: str = "",
+    env: Mapping[str, str] | None = None,
+    **settings: str,
 ) -> tuple[int, dict[str, Any]]:
-    """``manage.py connguard doctor --json`` of the test project with CGT_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CGT_", "GUNICORN"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="metricsproject.settings",
-        PYTHONPATH=os.pathsep.join([str(DJANGO_DIR), env.get("PYTHONPATH", "")]),
-        CGT_DB_HOST=server.host,
-        CGT_DB_PORT=str(port or server.port),
-        CGT_DB_USER=server.user,
-        CGT_DB_NAME="postgres",
-    )
-    env.update({f"CGT_{k}": v for k, v in settings.items()})
-    proc = subprocess.run(
-        [sys.executable, "-m", "django", "connguard", "doctor", "--json", *argv],
-        env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    """``manage.py connguard doctor --json`` of the test project with CGT_* settings.
+
+    ``extra_settings``: Python run after the test project's settings (in a settings module of
+    its own); ``env``: environment variables (GUNICORN_CMD_ARGS, ...), none inherited."""
+    environ = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("CGT_", "GUNICORN")) and k not in DETECTED_ENV
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="cg-doctor-") as cwd:
+        module = "metricsproject.settings"
+        if extra_settings:
+            module = "doctor_settings"
+            Path(cwd, f"{module}.py").write_text(
+                "from metricsproject.settings import *  # noqa: F403\n\n" + extra_settings
+            )
+        environ.update(
+            DJANGO_SETTINGS_MODULE=module,
+            PYTHONPATH=os.pathsep.join([cwd, str(DJANGO_DIR), environ.get("PYTHONPATH", "")]),
+            CGT_DB_HOST=server.host,
+            CGT_DB_PORT=str(port or server.port),
+            CGT_DB_USER=server.user,
+            CGT_DB_NAME="postgres",
+        )
+        environ.update({f"CGT_{k}": v for k, v in settings.items()})
+        environ.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "django", "connguard", "doctor", "--json", *argv],
+            env=environ, cwd=cwd, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
     assert proc.stdout.startswith("{"), proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -319,7 +352,177 @@ def test_gunicorn_cmd_args(
     _, report = doctor_json(capsys, "--dsn", pg.conninfo(), "--max-size", "4")
     proc = report["processes"]
     assert (proc["workers"], proc["gevent"], proc["worker_connections"]) == (5, True, 50)
+    assert (proc["asgi"], proc["source"]) == (False, "GUNICORN_CMD_ARGS")
     assert report["demand"][0]["total"] == 20  # 5 workers x min(max_size 4, 50 greenlets)
+    assert doctor_module.describe_processes(doctor_module.Processes(**proc)) == (
+        "5 workers x 50 greenlets (gevent), preload off (from GUNICORN_CMD_ARGS); 1 host"
+    )
+
+
+ASGI_ONLY = 'ASGI_APPLICATION = "metricsproject.asgi.application"\ndel WSGI_APPLICATION\n'
+ASGI_TOO = 'ASGI_APPLICATION = "metricsproject.asgi.application"\n'
+WORKERS_UNKNOWN = (
+    "ASGI server's worker processes unknown: 1 assumed "
+    "(give --workers, or set UVICORN_WORKERS or WEB_CONCURRENCY)"
+)
+BOTH_SET = (
+    "ASGI_APPLICATION and WSGI_APPLICATION are both set: served through WSGI assumed; pass "
+    "--asgi if it is served through ASGI (uvicorn, daphne, hypercorn)"
+)
+
+
+def processes(report: dict[str, Any]) -> tuple[str, bool, int, str]:
+    proc = report["processes"]
+    return proc["server"], proc["asgi"], proc["workers"], proc["source"]
+
+
+def test_asgi_from_the_settings(pg: PostgresServer) -> None:
+    # ASGI_APPLICATION without WSGI_APPLICATION: served through ASGI
+    _, report = manage_doctor(pg, extra_settings=ASGI_ONLY, DB_ENGINE=STOCK)
+    assert processes(report) == ("asgi", True, 1, "ASGI_APPLICATION")
+    assert ids(report)["CG204"] == "warning"  # nothing bounds the stock engine under ASGI
+    assert report["notes"] == [WORKERS_UNKNOWN]
+    assert doctor_module.describe_processes(doctor_module.Processes(**report["processes"])) == (
+        "1 worker x ASGI (requests in flight not bounded), preload off (from ASGI_APPLICATION); "
+        "1 host"
+    )
+    # persistent connections: the ASGI finding, as with --asgi
+    code, report = manage_doctor(pg, extra_settings=ASGI_ONLY, DB_ENGINE=STOCK, CONN_MAX_AGE="60")
+    assert code == 1 and ids(report)["CG303"] == "error"
+    # uvicorn's workers: UVICORN_WORKERS over WEB_CONCURRENCY (as uvicorn reads them)...
+    env = {"WEB_CONCURRENCY": "2", "UVICORN_WORKERS": "3"}
+    _, report = manage_doctor(pg, extra_settings=ASGI_ONLY, env=env)
+    assert processes(report) == (
+        "asgi", True, 3, "WEB_CONCURRENCY, ASGI_APPLICATION, UVICORN_WORKERS"
+    )  # fmt: skip
+    assert report["notes"] == []
+    _, report = manage_doctor(pg, extra_settings=ASGI_ONLY, env={"WEB_CONCURRENCY": "2"})
+    assert processes(report) == ("asgi", True, 2, "WEB_CONCURRENCY, ASGI_APPLICATION")
+    # ...and --workers over both
+    _, report = manage_doctor(pg, "--workers", "5", extra_settings=ASGI_ONLY, env=env)
+    assert processes(report)[1:3] == (True, 5)
+    assert report["processes"]["source"].endswith(", options")
+    # gunicorn says otherwise: its worker class (sync by default) serves WSGI
+    _, report = manage_doctor(pg, extra_settings=ASGI_ONLY, env={"GUNICORN_CMD_ARGS": "-w 2"})
+    assert processes(report) == ("gunicorn", False, 2, "GUNICORN_CMD_ARGS")
+    assert report["notes"] == []
+    _, report = manage_doctor(pg, "--worker-class", "gthread", extra_settings=ASGI_ONLY)
+    assert report["processes"]["asgi"] is False
+    _, report = manage_doctor(pg, "--gevent", extra_settings=ASGI_ONLY)
+    assert (report["processes"]["asgi"], report["processes"]["gevent"]) == (False, True)
+
+
+def test_asgi_and_wsgi_both_set_is_not_guessed(pg: PostgresServer) -> None:
+    _, report = manage_doctor(pg, "--workers", "2", extra_settings=ASGI_TOO)
+    assert processes(report) == ("gunicorn", False, 2, "options")
+    assert report["notes"] == [BOTH_SET]
+    # --asgi says it
+    _, report = manage_doctor(pg, "--asgi", "--workers", "2", extra_settings=ASGI_TOO)
+    assert processes(report) == ("gunicorn", True, 2, "options")
+    assert report["notes"] == []
+    # a gunicorn config says it too (sync workers: WSGI)
+    _, report = manage_doctor(pg, extra_settings=ASGI_TOO, env={"GUNICORN_CMD_ARGS": "-w 2"})
+    assert processes(report) == ("gunicorn", False, 2, "GUNICORN_CMD_ARGS")
+    assert report["notes"] == []
+    # WSGI_APPLICATION alone (the test project): nothing to say
+    _, report = manage_doctor(pg, "--workers", "2")
+    assert report["notes"] == []
+
+
+def test_gevent_and_uvicorn_workers_in_gunicorn_cmd_args(pg: PostgresServer) -> None:
+    # gunicorn's gevent workers serve WSGI even where the settings name only an ASGI app
+    cmd_args = "-w 3 -k gevent --worker-connections 20"
+    _, report = manage_doctor(
+        pg, extra_settings=ASGI_ONLY, env={"GUNICORN_CMD_ARGS": cmd_args}, DB_ENGINE=CONNGUARD
+    )
+    proc = report["processes"]
+    assert (proc["gevent"], proc["asgi"], proc["worker_class"]) == (True, False, "gevent")
+    assert (proc["workers"], proc["worker_connections"]) == (3, 20)
+    assert proc["source"] == "GUNICORN_CMD_ARGS"
+    assert report["demand"][0]["total"] == 30  # 3 workers x min(max_size 10, 20 greenlets)
+    # uvicorn's gunicorn worker: ASGI whatever the settings say
+    cmd_args = "--worker-class=uvicorn.workers.UvicornWorker -w 3"
+    _, report = manage_doctor(pg, env={"GUNICORN_CMD_ARGS": cmd_args}, DB_ENGINE=STOCK)
+    assert processes(report) == ("gunicorn", True, 3, "GUNICORN_CMD_ARGS")
+    assert report["processes"]["gevent"] is False and ids(report)["CG204"] == "warning"
+
+
+def test_celery_from_the_settings_and_the_environment(pg: PostgresServer) -> None:
+    celery = "CELERY_BROKER_URL = 'memory://'\nCELERY_WORKER_CONCURRENCY = 6\n"
+    argv = ("--workers", "2", "--threads", "4")
+    _, report = manage_doctor(pg, *argv, extra_settings=celery, DB_ENGINE=CONNGUARD)
+    proc = report["processes"]
+    assert (proc["celery"], proc["celery_source"]) == (6, "CELERY_WORKER_CONCURRENCY")
+    (need,) = report["demand"]
+    assert need["total"] == 14 and need["formula"] == "2 workers x 4 (default) + 6 Celery x 1"
+    assert doctor_module.describe_processes(doctor_module.Processes(**proc)) == (
+        "2 workers x 4 threads (gthread), preload off (from options); Celery: 6 processes "
+        "(from CELERY_WORKER_CONCURRENCY); 1 host"
+    )
+    assert report["notes"] == []
+    # the environment (a worker's -c $CELERYD_CONCURRENCY) over the setting
+    env = {"CELERYD_CONCURRENCY": "3"}
+    _, report = manage_doctor(pg, *argv, extra_settings=celery, env=env)
+    proc = report["processes"]
+    assert (proc["celery"], proc["celery_source"]) == (3, "CELERYD_CONCURRENCY")
+    # the option over both
+    _, report = manage_doctor(
+        pg, *argv, "--celery-concurrency", "2", extra_settings=celery, env=env
+    )
+    proc = report["processes"]
+    assert (proc["celery"], proc["celery_source"]) == (2, "options")
+    # a broker but no concurrency: Celery's default, the CPU count, said to be assumed
+    cpus = os.cpu_count() or 1
+    broker = "CELERY_BROKER_URL = 'memory://'\n"
+    _, report = manage_doctor(pg, *argv, extra_settings=broker)
+    proc = report["processes"]
+    assert (proc["celery"], proc["celery_source"]) == (
+        cpus, "CELERY_BROKER_URL; Celery's default assumed"
+    )  # fmt: skip
+    assert report["notes"] == [
+        "Celery: a broker is configured (CELERY_BROKER_URL) but no concurrency: Celery's "
+        f"default, the CPU count, assumed: {cpus} process{'es' if cpus != 1 else ''} per host "
+        "(this machine's CPUs; give --celery-concurrency, or set CELERY_WORKER_CONCURRENCY)"
+    ]
+    assert f" + {cpus} Celery x 1" in report["demand"][0]["formula"]
+    # no broker, no concurrency: no Celery
+    _, report = manage_doctor(pg, *argv)
+    assert (report["processes"]["celery"], report["processes"]["celery_source"]) == (0, "")
+
+
+def detect(
+    argv: Sequence[str] = (), settings: Any = None
+) -> tuple[doctor_module.Processes, list[str]]:
+    """``detect_processes`` for these options and settings (any object with attributes)."""
+    parser = argparse.ArgumentParser()
+    doctor_module.add_arguments(parser)
+    notes: list[str] = []
+    model, _ = doctor_module.detect_processes(parser.parse_args(argv), notes, settings)
+    return model, notes
+
+
+def test_celery_settings_need_celery(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./gunicorn.conf.py
+    settings = SimpleNamespace(CELERY_WORKER_CONCURRENCY="4", CELERY_BROKER_URL="redis://x")
+    assert (detect(settings=settings)[0].celery, detect()[0].celery) == (4, 0)
+    old = SimpleNamespace(CELERYD_CONCURRENCY=5)  # Celery's old setting name
+    assert detect(settings=old)[0].celery_source == "CELERYD_CONCURRENCY"
+    auto = SimpleNamespace(CELERY_WORKER_CONCURRENCY="auto")
+    model, notes = detect(settings=auto)
+    assert model.celery == (os.cpu_count() or 1)
+    assert model.celery_source == "CELERY_WORKER_CONCURRENCY 'auto'; the CPU count assumed"
+    assert notes[0].startswith("Celery: CELERY_WORKER_CONCURRENCY is 'auto', the CPU count, ")
+    monkeypatch.setattr(doctor_module, "_celery_importable", lambda: False)
+    assert detect(settings=settings)[0].celery == 0  # the app cannot run Celery
+    # the environment describes the deployment, with or without Django's settings
+    monkeypatch.setenv("CELERY_WORKER_CONCURRENCY", "7")
+    model, _ = detect()
+    assert (model.celery, model.celery_source) == (7, "CELERY_WORKER_CONCURRENCY")
+    # without Celery, the web process model stays unknown
+    monkeypatch.delenv("CELERY_WORKER_CONCURRENCY")
+    model, notes = detect(["--celery-concurrency", "3"])
+    assert (model.server, model.celery, model.celery_source) == ("unknown", 3, "options")
+    assert notes[0].startswith("process model unknown")
 
 
 # -- what sits in front of the server ----------------------------------------------------------
