@@ -250,13 +250,16 @@ class ConnectionPool:
                 ) or self._revalidate(entry, now):
                     entry.conn = None  # held weakly while lent: a dropped one is reclaimed
                     entry.uses += 1
-                    lease = entry.lease = entry.spare_lease
+                    # Fill the lease, then publish it: the reaper reads entry.lease without
+                    # our help, and must never see the owner of a previous checkout (or none).
+                    lease = entry.spare_lease
                     lease.key = key
                     lease.taken_at = now
                     lease.thread = get_ident()
                     if self._leak_threshold:
                         lease.stack = short_stack()
                         lease.reported = False
+                    entry.lease = lease
                     return conn
             else:
                 if self._fork_report is not None:
@@ -300,12 +303,13 @@ class ConnectionPool:
         self._out[key] = entry
         entry.conn = None
         entry.uses += 1
-        lease = entry.lease = entry.spare_lease
+        lease = entry.spare_lease  # filled, then published (see getconn)
         lease.key = key
         lease.taken_at = now
         lease.thread = get_ident()
         lease.stack = short_stack() if self._leak_threshold else None
         lease.reported = False
+        entry.lease = lease
         return conn
 
     def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Any:

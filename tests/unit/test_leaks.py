@@ -239,3 +239,33 @@ def test_a_thread_that_takes_a_connection_while_the_reaper_looks_is_not_reaped(
     assert got[-1] == "ok", got
     assert stat(pool, "leaks_reclaimed") == 0
     pool.putconn(mine)
+
+
+@pytest.mark.parametrize("path", ["new connection", "idle connection"])
+def test_the_reaper_never_sees_a_lease_being_filled(
+    make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The reaper reads leases without the caller's help: if it ran while a checkout was still
+    filling the lease, it saw no owner (or the previous one, perhaps dead) and closed the
+    connection in the caller's hands ('the connection is closed' on its first query). The
+    reaper here runs at the worst moment: while the checkout asks for its thread's ident."""
+    import connguard.pool as pool_module
+
+    pool = make_pool(max_size=2)
+    if path == "idle connection":
+        done = threading.Thread(target=lambda: pool.putconn(pool.getconn()))
+        done.start()
+        done.join(5)  # the idle connection's last owner is a dead thread
+    real_ident = pool_module.get_ident
+
+    def reap_then_ident() -> int:
+        pool._reap(time.monotonic())
+        return real_ident()
+
+    monkeypatch.setattr(pool_module, "get_ident", reap_then_ident)
+    conn = pool.getconn()
+    monkeypatch.undo()
+    assert server.is_open(conn)
+    assert conn.execute("select 1") == 1
+    pool.putconn(conn)
+    assert stat(pool, "leaks_reclaimed") == 0
