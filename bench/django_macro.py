@@ -23,7 +23,7 @@ connections included). A sample of responses is checked for the row it asked for
     python bench/django_macro.py --quick           # ~2 min
     python bench/django_macro.py --configs connguard,max_age_0 --workers gthread --rounds 1
     python bench/django_macro.py --json out.json --plot docs/img
-    python bench/django_macro.py --profile connguard  # pyinstrument inside the workers
+    python bench/django_macro.py --profile connguard,max_age_600 --rounds 1  # pyinstrument
 
 This is a benchmark, not a test: it prints figures, marks the targets met or missed and
 exits 0 either way (non-zero only when it could not run, or a response had the wrong row).
@@ -389,6 +389,16 @@ class Cell:
         vals = self.values(key)
         return min(vals), max(vals)
 
+    def ratio_to(self, other: Cell) -> tuple[float, list[float]]:
+        """self's req/s over other's: the median of per-round ratios (the two ran within
+        the same round, a minute or two apart, so a slower machine mostly cancels) and the
+        per-round ratios."""
+        mine = {r["round"]: r["rps"] for r in self.runs}
+        per_round = [mine[r["round"]] / r["rps"] for r in other.runs if r["round"] in mine]
+        if not per_round:
+            return self.median("rps") / other.median("rps"), []
+        return statistics.median(per_round), per_round
+
 
 def machine_info(server: Server, wrk: str) -> dict[str, Any]:
     import gunicorn
@@ -547,7 +557,7 @@ def report(
                     continue
                 lo, hi = cell.spread("rps")
                 plo, phi = cell.spread("p99_us")
-                ratio = base.median("rps") / cell.median("rps") if base and base.runs else None
+                ratio = base.ratio_to(cell)[0] if base and base.runs else None
                 name = f"**{c.label}**" if c.key == "connguard" else c.label
                 out(
                     f"| {name} | {cell.median('rps'):.0f} | {lo:.0f}-{hi:.0f} | "
@@ -562,10 +572,7 @@ def report(
                 cell = cells.get((w.key, view, peer))
                 if cell is None or not cell.runs:
                     continue
-                ratio = base.median("rps") / cell.median("rps")
-                per_round = [
-                    a / b for a, b in zip(base.values("rps"), cell.values("rps"), strict=False)
-                ]
+                ratio, per_round = base.ratio_to(cell)
                 targets.append(
                     {
                         "workers": w.key, "view": view, "peer": peer, "goal": goal,
@@ -577,6 +584,8 @@ def report(
     out("errors = wrk's socket errors + non-2xx responses, summed over rounds; wrong = sampled")
     out("responses that did not carry the row asked for; peak = most server connections seen")
     out("(client backends on the benchmark database; PgBouncer's server connections included).")
+    out("connguard / this = median over rounds of connguard's req/s over this one's, round by")
+    out("round (a paired comparison: both ran in the same round).")
     if targets:
         out("")
         out("| target | worker class | view | connguard / peer | per round | |")
@@ -614,9 +623,43 @@ def parse_list(text: str, known: dict[str, Any], what: str) -> list[str]:
     return keys
 
 
+#: Django's connection handling, the same entry points for every configuration: checkout (or
+#: connect) happens in ensure_connection(), checkin (or close) in close_old_connections(),
+#: connected to request_started and request_finished.
+CONNECTION_ENTRY_POINTS = ("ensure_connection", "close_old_connections")
+
+
+def connection_overhead(session: Any, requests: int) -> list[tuple[str, float]]:
+    """(where, us per request) for the connection entry points and every outermost
+    connguard frame, from a combined pyinstrument session of *requests* requests."""
+    rows: dict[str, float] = {}
+
+    def visit(frame: Any, in_entry: bool, in_connguard: bool) -> None:
+        name = frame.function or ""
+        path = (frame.file_path or "").replace("\\", "/")
+        is_connguard = "/connguard/" in path and "/djbench/" not in path
+        if name in CONNECTION_ENTRY_POINTS and not in_entry:
+            key = f"{name}() [{Path(path).name}]"
+            rows[key] = rows.get(key, 0.0) + frame.time
+            in_entry = True
+        if is_connguard and not in_connguard:
+            key = f"  connguard: {name}() [{Path(path).name}:{frame.line_no}]"
+            rows[key] = rows.get(key, 0.0) + frame.time
+            in_connguard = True
+        for child in frame.children:
+            visit(child, in_entry, in_connguard)
+
+    root = session.root_frame()
+    if root is not None:
+        visit(root, False, False)
+        rows["whole request (profiled)"] = root.time
+    scale = 1e6 / max(1, requests)
+    return sorted(((k, v * scale) for k, v in rows.items()), key=lambda kv: -kv[1])
+
+
 def profile(args: argparse.Namespace, plan: Plan) -> int:
-    """Run one configuration (gthread) with pyinstrument in the workers; print where the time
-    goes, per request."""
+    """Run one configuration with pyinstrument in the workers; print where a request's time
+    goes, and the time in Django's connection entry points and in connguard, per request."""
     try:
         import pyinstrument  # noqa: F401
     except ImportError:
@@ -625,41 +668,118 @@ def profile(args: argparse.Namespace, plan: Plan) -> int:
     from pyinstrument.session import Session
 
     wrk = ensure_wrk()
-    config = CONFIGS[args.profile]
-    workers = WORKERS[args.workers.split(",")[0] if args.workers != "both" else "gthread"]
+    keys = parse_list(args.profile, CONFIGS, "configurations")
+    workers = WORKERS["gthread" if args.workers == "both" else args.workers]
     views = parse_list(args.views, VIEWS, "views")
     with postgres(args.dsn) as (server, pg, _where), tempfile.TemporaryDirectory() as tmp:
         dbname = f"cgbench_{uuid.uuid4().hex[:8]}"
         prepare_database(server, dbname)
+        script = Path(tmp) / "bench.lua"
+        script.write_text(WRK_SCRIPT)
         try:
-            script = Path(tmp) / "bench.lua"
-            script.write_text(WRK_SCRIPT)
-            for view in views:
-                prof_dir = Path(tmp) / f"prof-{view}"
+            for key, view in [(k, v) for v in views for k in keys]:
+                config = CONFIGS[key]
+                prof_dir = Path(tmp) / f"prof-{key}-{view}"
                 prof_dir.mkdir()
                 result = run_config(
                     config=config, workers=workers, views=[view], plan=plan, server=server,
                     pg_for_bouncer=pg, dbname=dbname, wrk=wrk, script=script,
                     log_dir=Path(tmp), extra_env={"CGB_PROFILE_DIR": str(prof_dir)},
                 )[view]  # fmt: skip
-                sessions = [Session.load(p) for p in glob.glob(str(prof_dir / "*.pyisession"))]
-                if not sessions:
-                    print(f"{view}: no profile written")
+                files = sorted(glob.glob(str(prof_dir / "*.pyisession")))
+                if not files:
+                    print(f"{key} {view}: no profile written")
                     continue
-                session = sessions[0]
-                for other in sessions[1:]:
-                    session = Session.combine(session, other)
+                session = Session.load(files[0])
+                for other in files[1:]:
+                    session = Session.combine(session, Session.load(other))
+                requests = sum(
+                    int(Path(f).read_text()) for f in glob.glob(str(prof_dir / "*.count"))
+                )
                 print(
                     f"\n== {config.label}, {workers.label}, view {view}: {result['rps']:.0f} "
-                    f"req/s under the profiler (slower than without it)"
+                    f"req/s under the profiler; {requests} requests profiled"
                 )
-                print(ConsoleRenderer(unicode=True, color=False, show_all=False).render(session))
-                out = Path(args.profile_out or ".") / f"profile-{config.key}-{view}.pyisession"
-                session.save(str(out))
-                print(f"session saved to {out} (pyinstrument --load {out})")
+                if args.profile_tree:
+                    renderer = ConsoleRenderer(unicode=True, color=False, show_all=False)
+                    print(renderer.render(session))
+                print(f"{'us per request (wall time in the serving thread)':58} {'us':>8}")
+                for where, us in connection_overhead(session, requests):
+                    print(f"{where:58} {us:8.0f}")
+                if args.profile_out:
+                    out = Path(args.profile_out) / f"profile-{key}-{view}.pyisession"
+                    session.save(str(out))
+                    print(f"session saved to {out} (pyinstrument --load {out})")
         finally:
             drop_database(server, dbname)
     return 0
+
+
+def rerender(args: argparse.Namespace) -> int:
+    """The report of a saved run (``--json``), with this version's table and chart."""
+    saved = json.loads(Path(args.from_json).read_text())
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for run in saved["runs"]:
+        key = (run["workers"], run["view"], run["config"])
+        cells.setdefault(key, Cell()).runs.append(run)
+    configs = [CONFIGS[k] for k in saved["configs"]]
+    workers = [WORKERS[k] for k in saved["workers"]]
+    views = list(saved["views"])
+    plan = Plan(**saved["plan"])
+    return finish(args, saved["machine"], saved["server"], plan, configs, workers, views, cells,
+                  saved.get("failed", []), None)  # fmt: skip
+
+
+def finish(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    where: str,
+    plan: Plan,
+    configs: list[Config],
+    workers: list[Workers],
+    views: list[str],
+    cells: dict[tuple[str, str, str], Cell],
+    failed: list[str],
+    started: float | None,
+) -> int:
+    """Print the report; write --json and --plot."""
+    text, targets = report(info, where, plan, configs, workers, views, cells)
+    print()
+    print(text)
+    if failed:
+        print("\ncould not run:\n  " + "\n  ".join(failed))
+    if started is not None:
+        print(f"\n(total {time.monotonic() - started:.0f} s)")
+    data = {
+        "machine": info,
+        "server": where,
+        "plan": dataclasses.asdict(plan),
+        "wrk_connections": WRK_CONNECTIONS,
+        "workers": {w.key: w.label for w in workers},
+        "views": {v: VIEW_LABELS[v] for v in views},
+        "configs": {c.key: c.label for c in configs},
+        "runs": [
+            {"workers": w, "view": v, "config": k, **run}
+            for (w, v, k), cell in cells.items()
+            for run in cell.runs
+        ],
+        "summary": summarize(cells),
+        "targets": targets,
+        "failed": failed,
+        "table": text,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+    if args.plot:
+        sys.path.insert(0, str(HERE))
+        from plot import plot_macro
+
+        path = plot_macro(data, Path(args.plot) / "django_macro.png")
+        print(f"chart: {path}")
+    wrong = sum(sum(cell.values("wrong")) for cell in cells.values())
+    return 1 if wrong or (failed and not cells) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -674,7 +794,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (~2 min)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--plot", metavar="DIR", help="write the chart (PNG) into DIR")
-    parser.add_argument("--profile", metavar="CONFIG", help="profile one configuration instead")
+    parser.add_argument(
+        "--profile", metavar="CONFIGS", help="profile these configurations instead (pyinstrument)"
+    )
+    parser.add_argument("--profile-tree", action="store_true", help="print the call trees too")
+    parser.add_argument(
+        "--from-json", metavar="FILE", help="no run: the table (and --plot) from saved --json"
+    )
     parser.add_argument("--profile-out", metavar="DIR", help="where --profile saves sessions")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
@@ -686,9 +812,9 @@ def main(argv: list[str] | None = None) -> int:
     if plan.rounds < 1 or plan.duration <= 0 or plan.warmup < 0:
         sys.exit("--rounds must be >= 1, --duration > 0 and --warmup >= 0")
     if args.profile:
-        if args.profile not in CONFIGS:
-            sys.exit(f"unknown configuration {args.profile!r} (choose from {', '.join(CONFIGS)})")
         return profile(args, plan)
+    if args.from_json:
+        return rerender(args)
     configs = [CONFIGS[k] for k in parse_list(args.configs, CONFIGS, "configurations")]
     workers = [
         WORKERS[k] for k in (["gthread", "sync"] if args.workers == "both" else [args.workers])
@@ -748,42 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             drop_database(server, dbname)
         info["load_after"] = load_average()
-    text, targets = report(info, where, plan, configs, workers, views, cells)
-    print()
-    print(text)
-    if failed:
-        print("\ncould not run:\n  " + "\n  ".join(failed))
-    print(f"\n(total {time.monotonic() - started:.0f} s)")
-    data = {
-        "machine": info,
-        "server": where,
-        "plan": dataclasses.asdict(plan),
-        "wrk_connections": WRK_CONNECTIONS,
-        "workers": {w.key: w.label for w in workers},
-        "views": {v: VIEW_LABELS[v] for v in views},
-        "configs": {c.key: c.label for c in configs},
-        "runs": [
-            {"workers": w, "view": v, "config": k, **run}
-            for (w, v, k), cell in cells.items()
-            for run in cell.runs
-        ],
-        "summary": summarize(cells),
-        "targets": targets,
-        "failed": failed,
-        "table": text,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-    if args.plot:
-        sys.path.insert(0, str(HERE))
-        from plot import plot_macro
-
-        path = plot_macro(data, Path(args.plot) / "django_macro.png")
-        print(f"chart: {path}")
-    wrong = sum(sum(cell.values("wrong")) for cell in cells.values())
-    return 1 if wrong or (failed and not cells) else 0
+    return finish(args, info, where, plan, configs, workers, views, cells, failed, started)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,27 +88,26 @@ def plot_macro(data: dict[str, Any], path: Path) -> Path:
 def plot_micro(data: dict[str, Any], path: Path) -> Path:
     """(a) µs per checkout + return (log scale) and (b) ops/s with 32 threads."""
     plt = _pyplot()
-    labels = data["labels"]
+    labels_a = data.get("labels_a", data["labels"])
+    labels_b = data.get("labels_b", data["labels"])
     a = data["a_us_per_op"]
     b = data["b"]
-    import statistics
-
-    a_keys = [k for k in a if k in labels]
+    a_keys = [k for k in a if k in labels_a]
     a_med = [statistics.median(a[k]["values"]) for k in a_keys]
-    b_keys = [k for k in b if k in labels]
+    b_keys = [k for k in b if k in labels_b]
     b_med = [statistics.median(b[k]["ops_per_s"]["values"]) for k in b_keys]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.4 * max(len(a_keys), len(b_keys)) + 2))
     ys = list(range(len(a_keys)))[::-1]
     ax1.barh(ys, a_med, color=[_colour(k) for k in a_keys])
     ax1.set_xscale("log")
-    ax1.set_yticks(ys, [labels[k] for k in a_keys], fontsize=8)
+    ax1.set_yticks(ys, [labels_a[k] for k in a_keys], fontsize=8)
     for y, v in zip(ys, a_med, strict=True):
         ax1.text(v * 1.1, y, f"{v:.2f}", va="center", fontsize=7)
     ax1.set_xlabel("µs per checkout + return, one thread (log scale; lower is better)", fontsize=8)
     ax1.grid(axis="x", alpha=0.3)
     ys = list(range(len(b_keys)))[::-1]
     ax2.barh(ys, b_med, color=[_colour(k) for k in b_keys])
-    ax2.set_yticks(ys, [labels[k] for k in b_keys], fontsize=8)
+    ax2.set_yticks(ys, [labels_b[k] for k in b_keys], fontsize=8)
     for y, v in zip(ys, b_med, strict=True):
         ax2.text(v * 1.01, y, f"{v:.0f}", va="center", fontsize=7)
     ax2.set_xlim(0, max(b_med, default=1.0) * 1.2)

@@ -16,7 +16,12 @@ One process, one run, a real PostgreSQL server (a throwaway one started here, or
     process's CPU time and context switches per operation, rounds interleaved the same way.
     For reference: 8 threads each holding a connection (the ceiling) and a bare
     ``queue.SimpleQueue`` of connections (fast, and unfair: it starves threads).
-(c) connguard with leak detection on (``leak_threshold=30``), in both (a) and (b).
+(c) connguard with leak detection on (``leak_threshold=30``), in both (a) and (b); and with
+    leak detection *and* metrics on: the Prometheus collector
+    (``connguard.contrib.prometheus.register``) in a registry that a thread scrapes
+    (``generate_latest``, which reads every pool's ``get_stats()`` under its lock) every
+    50 ms while that contender runs, 300 times as often as a 15 s Prometheus scrape. The
+    pool's counters themselves are always kept: there is no switch that turns them off.
 
 Every connection is opened with ``autocommit=True`` so that ``SELECT 1`` is one round trip
 and every return takes each pool's clean path (no ROLLBACK at checkin).
@@ -25,6 +30,7 @@ and every return takes each pool's clean path (no ROLLBACK at checkin).
     python bench/pool_micro.py --quick        # about 10 s, for a smoke run
     python bench/pool_micro.py --dsn "host=127.0.0.1 user=postgres dbname=postgres"
     python bench/pool_micro.py --json results.json
+    python bench/pool_micro.py --plot docs/img   # the chart (matplotlib), pool_micro.png
 
 This is a benchmark, not a test: it prints figures and marks the targets met or missed, and
 exits 0 either way.
@@ -48,6 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -68,6 +75,8 @@ TARGET_A_SLACK = 1.25  # ... counted as met up to 1.25 us
 TARGET_A_VS_PSYCOPG_POOL = 0.5  # connguard us <= 0.5 x psycopg_pool us
 TARGET_A_VS_SQLALCHEMY = 0.3  # connguard us <= 0.3 x QueuePool us
 TARGET_B_VS_PSYCOPG_POOL = 1.2  # connguard ops/s >= 1.2 x psycopg_pool ops/s
+
+SCRAPE_INTERVAL = 0.05  # seconds between two scrapes of the metrics, "metrics on"
 
 UNSTEADY = 0.10  # flag a figure whose drift or p25-p75 spread exceeds 10 % of its median
 
@@ -103,6 +112,45 @@ class Contender:
     unwrap: Callable[[Any], Any] = lambda handle: handle
     threads: int | None = None  # (b): run with this many threads instead of plan.threads
     thread_setup: Callable[[int], None] | None = None  # (b): called first in each thread
+    #: called before / after each batch it runs (the metrics scraper of "metrics on")
+    start: Callable[[], None] = lambda: None
+    stop: Callable[[], None] = lambda: None
+
+
+class Scraper:
+    """A thread that scrapes a Prometheus registry holding connguard's collector every
+    *interval* seconds, between start() and stop(): "metrics on" for one contender."""
+
+    def __init__(self, interval: float) -> None:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from connguard.contrib.prometheus import register
+
+        self.interval = interval
+        self.registry = CollectorRegistry()
+        register(self.registry)
+        self._generate = generate_latest
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.scrapes = 0
+
+    def _run(self, stop: threading.Event) -> None:
+        for _ in range(1_000_000):  # bounded; a batch lasts about a second at most
+            self._generate(self.registry)
+            self.scrapes += 1
+            if stop.wait(self.interval):
+                return
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
 
 
 def _enter_exit(cm: Any) -> None:
@@ -130,8 +178,11 @@ def _psycopg_pool(dsn: str, size: int, name: str, check: bool) -> psycopg_pool.C
 
 
 def _queue_pool(dsn: str, size: int, pre_ping: bool) -> QueuePool:
+    def creator() -> Any:
+        return psycopg.connect(dsn, autocommit=True)
+
     pool = QueuePool(
-        lambda: psycopg.connect(dsn, autocommit=True),
+        creator,
         pool_size=size, max_overflow=0, timeout=30, pre_ping=pre_ping,
         dialect=PsycopgDialect(),  # pre_ping needs a dialect: PGDialect_psycopg.do_ping
     )  # fmt: skip
@@ -145,13 +196,19 @@ def make_contenders(stack: ExitStack, dsn: str, size: int, scenario: str) -> lis
     """The pools of scenario "a" or "b", opened and filled; *stack* closes them."""
     out: list[Contender] = []
 
-    def add_connguard(key: str, label: str, check: str, cm: bool = False, **options: Any) -> None:
+    def add_connguard(
+        key: str, label: str, check: str, cm: bool = False, scraper: Scraper | None = None,
+        **options: Any,
+    ) -> None:  # fmt: skip
         pool = _connguard(dsn, size, f"bench-{scenario}-{key}", **options)
         stack.callback(pool.close)
         if cm:
             out.append(Contender(key, label, check, pool.connection, _enter_exit))
         else:
             out.append(Contender(key, label, check, pool.getconn, pool.putconn))
+        if scraper is not None:
+            out[-1].start, out[-1].stop = scraper.start, scraper.stop
+            stack.callback(scraper.stop)
 
     def add_psycopg_pool(key: str, label: str, check: bool, cm: bool = False) -> None:
         pool = _psycopg_pool(dsn, size, f"bench-{scenario}-{key}", check)
@@ -207,6 +264,11 @@ def make_contenders(stack: ExitStack, dsn: str, size: int, scenario: str) -> lis
         "connguard_leak", "connguard leak_threshold=30", "as connguard, + stack capture",
         leak_threshold=30.0,
     )  # fmt: skip
+    add_connguard(
+        "connguard_observed", "connguard leak=30 + metrics",
+        "as leak=30, + a metrics scrape every 50 ms", leak_threshold=30.0,
+        scraper=Scraper(SCRAPE_INTERVAL),
+    )  # fmt: skip
     if scenario == "a":
         add_connguard(
             "connguard_ping", "connguard ping every checkout", "ping (empty query) round trip",
@@ -243,13 +305,17 @@ def time_batch(get: Callable[[], Any], put: Callable[[Any], Any], n: int) -> flo
 
 def calibrate(c: Contender, batch_s: float) -> int:
     """Iterations that make one batch last about *batch_s* (after a warm-up)."""
-    time_batch(c.get, c.put, 50)
-    n = 16
-    while True:
-        elapsed = time_batch(c.get, c.put, n)
-        if elapsed >= 0.01 or n >= 1 << 22:
-            break
-        n *= 4
+    c.start()
+    try:
+        time_batch(c.get, c.put, 50)
+        n = 16
+        while True:
+            elapsed = time_batch(c.get, c.put, n)
+            if elapsed >= 0.01 or n >= 1 << 22:
+                break
+            n *= 4
+    finally:
+        c.stop()
     return max(50, int(batch_s / (elapsed / n)))
 
 
@@ -294,7 +360,11 @@ def scenario_a(contenders: list[Contender], plan: Plan) -> dict[str, Series]:
     results = {c.key: Series() for c in contenders}
     for _, c in interleaved(contenders, plan.a_rounds):
         gc.collect()
-        elapsed = time_batch(c.get, c.put, sizes[c.key])
+        c.start()
+        try:
+            elapsed = time_batch(c.get, c.put, sizes[c.key])
+        finally:
+            c.stop()
         results[c.key].values.append(elapsed / sizes[c.key] * 1e6)
     return results
 
@@ -366,13 +436,17 @@ def run_load(c: Contender, threads: int, duration: float) -> Run:
     for t in pool:
         t.start()
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    started = clock()
-    box["deadline"] = started + duration
-    barrier.wait()
-    for t in pool:
-        t.join()
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    c.start()
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = clock()
+        box["deadline"] = started + duration
+        barrier.wait()
+        for t in pool:
+            t.join()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        c.stop()
     if errors:
         raise RuntimeError(f"{c.label}: a worker failed") from errors[0]
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -525,6 +599,13 @@ def report(
         f"{leak.median - cg.median:+.2f} us per checkout ({leak.median:.2f} vs "
         f"{cg.median:.2f} us/op, {leak.ratio_to(cg):.1f}x){flag(leak, cg)}"
     )
+    observed = a["connguard_observed"]
+    out(
+        f"    leak detection + metrics (a scrape every {SCRAPE_INTERVAL * 1000:.0f} ms): "
+        f"{observed.median - cg.median:+.2f} us per checkout ({observed.median:.2f} us/op, "
+        f"{observed.ratio_to(cg):.1f}x); the metrics alone: "
+        f"{observed.median - leak.median:+.2f} us{flag(observed)}"
+    )
     out("")
     bcg = b["connguard"].ops_per_s
     out(
@@ -610,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="libpq conninfo of an existing server (default: start one)")
     parser.add_argument("--quick", action="store_true", help="a short run (a few seconds)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    parser.add_argument("--plot", metavar="DIR", help="write the chart (PNG) into DIR")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = clock()
@@ -630,20 +712,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print(f"\n(total {clock() - started:.0f} s)")
+    data = {
+        "machine": info,
+        "server": where,
+        "plan": dataclasses.asdict(plan),
+        "a_us_per_op": {k: dataclasses.asdict(s) for k, s in a.items()},
+        "raw_connect_us_per_op": dataclasses.asdict(connect),
+        "b": {k: dataclasses.asdict(load) for k, load in b.items()},
+        "targets": targets,
+        "labels": {c.key: c.label for c in [*a_rows, *b_rows]},
+        "labels_a": {c.key: c.label for c in a_rows},
+        "labels_b": {c.key: c.label for c in b_rows},
+        "table": text,
+    }
     if args.json:
-        data = {
-            "machine": info,
-            "server": where,
-            "plan": dataclasses.asdict(plan),
-            "a_us_per_op": {k: dataclasses.asdict(s) for k, s in a.items()},
-            "raw_connect_us_per_op": dataclasses.asdict(connect),
-            "b": {k: dataclasses.asdict(load) for k, load in b.items()},
-            "targets": targets,
-            "labels": {c.key: c.label for c in [*a_rows, *b_rows]},
-        }
         with open(args.json, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
+    if args.plot:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from plot import plot_micro
+
+        print(f"chart: {plot_micro(data, Path(args.plot) / 'pool_micro.png')}")
     return 0
 
 

@@ -1,0 +1,55 @@
+"""Smoke test of bench/django_macro.py: a tiny run on two configurations produces the table
+and the JSON. The benchmark itself is not a test; this only checks that it runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connguard.testing.server import PostgresServer
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "django_macro.py"
+
+pytestmark = [pytest.mark.django, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(autouse=True)
+def _needs_tools() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (the benchmark installs it; this test does not)")
+    for module in ("django", "gunicorn", "psycopg"):
+        pytest.importorskip(module)
+
+
+def test_tiny_run_prints_the_table_and_writes_json(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "macro.json"
+    argv = [
+        sys.executable, str(SCRIPT), "--dsn", pg_server.conninfo(),
+        "--configs", "connguard,max_age_0", "--workers", "gthread", "--views", "select",
+        "--duration", "1", "--warmup", "0.2", "--rounds", "1", "--json", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| **connguard** |" in proc.stdout
+    assert "| CONN_MAX_AGE=0 |" in proc.stdout
+    assert ">= 3x CONN_MAX_AGE=0" in proc.stdout  # the target line, met or missed
+
+    data = json.loads(out.read_text())
+    assert data["failed"] == []
+    cells = {(row["workers"], row["view"], row["config"]) for row in data["summary"]}
+    assert cells == {("gthread", "select", "connguard"), ("gthread", "select", "max_age_0")}
+    for run in data["runs"]:
+        assert run["requests"] > 0
+        assert run["rps"] > 0
+        assert run["wrong"] == 0
+        assert run["verified"] > 0
+        assert run["peak"] >= 1
+    assert [t["peer"] for t in data["targets"]] == ["max_age_0"]
+    assert data["machine"]["postgresql"]
