@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -1202,8 +1203,23 @@ def add_arguments(parser: argparse.ArgumentParser, django: bool = False) -> None
         )  # fmt: skip
 
 
+def missing_psycopg3(command: str) -> str | None:
+    """What to print when psycopg 3, which these commands read the server with, is absent."""
+    if importlib.util.find_spec("psycopg") is not None:
+        return None
+    return (
+        f"connguard {command}: reading the server needs psycopg 3, which is not installed "
+        "(your Django may use psycopg2: the two install side by side without changing "
+        "that). Install it with: pip install 'django-connguard[cli]'"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """``connguard doctor`` and ``manage.py connguard doctor``."""
+    missing = missing_psycopg3("doctor")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     notes: list[str] = []
     dsn = getattr(args, "dsn", None)
     if dsn is not None:

@@ -119,10 +119,11 @@ def activity(conninfo: str, dbname: str | None, like: str | None) -> list[tuple[
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
     """``(label, conninfo)`` of each server to read."""
+    from connguard import doctor
+
     dsn = getattr(args, "dsn", None)
     if dsn:
         return [("--dsn", dsn)]
-    from connguard import doctor
 
     error = doctor._setup_django(getattr(args, "settings", None))
     if error:
@@ -328,7 +329,18 @@ def add_top_arguments(parser: argparse.ArgumentParser, django: bool = False) -> 
     )
 
 
+def _psycopg3_missing(command: str) -> bool:
+    from connguard.doctor import missing_psycopg3
+
+    missing = missing_psycopg3(command)
+    if missing:
+        print(missing, file=sys.stderr)
+    return missing is not None
+
+
 def run_stats(args: argparse.Namespace) -> int:
+    if _psycopg3_missing("stats"):
+        return 2
     targets = _targets(args)
     snap = snapshot(args, targets)
     if args.json:
@@ -350,6 +362,8 @@ def failed(snap: dict[str, Any]) -> bool:
 
 
 def run_top(args: argparse.Namespace) -> int:
+    if _psycopg3_missing("top"):
+        return 2
     targets = _targets(args)
     interval = max(0.1, args.interval)
     previous: dict[str, Any] | None = None

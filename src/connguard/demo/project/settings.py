@@ -6,6 +6,8 @@ Database:
     CGT_DB_NAME / CGT_DB_HOST / CGT_DB_PORT / CGT_DB_USER / CGT_DB_PASSWORD
     CGT_CONN_MAX_AGE          integer seconds, or ``none`` for unlimited persistence (default 0)
     CGT_CONN_HEALTH_CHECKS    ``1``/``0`` (default 0)
+    CGT_DISABLE_SERVER_SIDE_CURSORS  ``1``/``0`` (default 0; set it behind a transaction-mode
+                              pooler such as PgBouncer)
     CGT_DB_OPTIONS            JSON object for ``DATABASES["default"]["OPTIONS"]``,
                               e.g. ``{"pool": {"min_size": 2}}``
     CGT_DB_DRIVER             ``psycopg2`` hides psycopg 3 so Django's backend falls back to
@@ -83,6 +85,7 @@ DATABASES = {
         "CONN_MAX_AGE": _conn_max_age(),
         # CONN_HEALTH_CHECKS exists since Django 4.1 (fine for 4.2 and 5.2).
         "CONN_HEALTH_CHECKS": env_flag("CONN_HEALTH_CHECKS"),
+        "DISABLE_SERVER_SIDE_CURSORS": env_flag("DISABLE_SERVER_SIDE_CURSORS"),
         "OPTIONS": json.loads(_env("DB_OPTIONS") or "{}"),
     }
 }
