@@ -715,6 +715,76 @@ def profile(args: argparse.Namespace, plan: Plan) -> int:
     return 0
 
 
+def run_cycles(args: argparse.Namespace, plan: Plan) -> int:
+    """``--cycle N``: each configuration's per-request database work in one thread, no HTTP
+    (``djbench.cycle``), rounds round-robin; a table of microseconds per phase."""
+    configs = [CONFIGS[k] for k in parse_list(args.configs, CONFIGS, "configurations")]
+    views = parse_list(args.views, VIEWS, "views")
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    with postgres(args.dsn) as (server, pg, where), contextlib.ExitStack() as stack:
+        dbname = f"cgbench_{uuid.uuid4().hex[:8]}"
+        prepare_database(server, dbname)
+        stack.callback(drop_database, server, dbname)
+        print(f"one thread, {args.cycle} request cycles per run, {plan.rounds} round(s), {where}")
+        for r in range(plan.rounds):
+            for c in configs:
+                with contextlib.ExitStack() as per_config:
+                    host, port = server.host, server.port
+                    if c.pgbouncer:
+                        bouncer = pgbouncer_api().PgBouncer(
+                            pg, pool_mode="transaction", default_pool_size=PGBOUNCER_POOL
+                        )
+                        bouncer.start(timeout=10)
+                        per_config.callback(bouncer.cleanup)
+                        host, port = bouncer.host, bouncer.port
+                    database = {
+                        **c.database, "NAME": dbname, "HOST": host, "PORT": str(port),
+                        "USER": server.user, "PASSWORD": server.password,
+                    }  # fmt: skip
+                    env = project_env(database)
+                    for view in views:
+                        argv = [PYTHON, "-m", "djbench.cycle", view, str(args.cycle)]
+                        proc = subprocess.run(
+                            argv, env=env, capture_output=True, text=True, timeout=300,
+                            cwd=tempfile.gettempdir(),
+                        )  # fmt: skip
+                        line = next(
+                            (x for x in proc.stdout.splitlines() if x.startswith("CGCYCLE ")), None
+                        )
+                        if line is None:
+                            print(f"  FAILED {c.key} {view}: {proc.stderr[-800:]}", flush=True)
+                            continue
+                        data = json.loads(line[len("CGCYCLE ") :])
+                        results.setdefault((c.key, view), []).append(data)
+                        print(
+                            f"round {r + 1}/{plan.rounds} {c.key:20} {view:6} "
+                            f"{data['total']['median']:7.0f} us per cycle",
+                            flush=True,
+                        )
+    phases = ["request_started", "checkout", "view", "request_finished", "total"]
+    for view in views:
+        print(f"\n### one thread, no HTTP - {view}: {VIEW_LABELS[view]}\n")
+        print(
+            "| configuration | request_started us | checkout us | view us "
+            "| request_finished us | total us | connection handling us |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for c in configs:
+            runs = results.get((c.key, view))
+            if not runs:
+                continue
+            med = {p: statistics.median(run[p]["median"] for run in runs) for p in phases}
+            handling = med["request_started"] + med["checkout"] + med["request_finished"]
+            cells = " | ".join(f"{med[p]:.1f}" for p in phases)
+            print(f"| {c.label} | {cells} | {handling:.1f} |")
+    print(
+        "\nmedian over rounds of each run's median; connection handling = request_started + "
+        "checkout + request_finished (what the configuration adds to a request, outside the "
+        "view's own queries; a connect per request shows there)"
+    )
+    return 0
+
+
 def rerender(args: argparse.Namespace) -> int:
     """The report of a saved run (``--json``), with this version's table and chart."""
     saved = json.loads(Path(args.from_json).read_text())
@@ -799,6 +869,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-tree", action="store_true", help="print the call trees too")
     parser.add_argument(
+        "--cycle", type=int, metavar="N",
+        help="no HTTP: N request cycles per configuration in one thread, timed by phase",
+    )  # fmt: skip
+    parser.add_argument(
         "--from-json", metavar="FILE", help="no run: the table (and --plot) from saved --json"
     )
     parser.add_argument("--profile-out", metavar="DIR", help="where --profile saves sessions")
@@ -815,6 +889,8 @@ def main(argv: list[str] | None = None) -> int:
         return profile(args, plan)
     if args.from_json:
         return rerender(args)
+    if args.cycle:
+        return run_cycles(args, plan)
     configs = [CONFIGS[k] for k in parse_list(args.configs, CONFIGS, "configurations")]
     workers = [
         WORKERS[k] for k in (["gthread", "sync"] if args.workers == "both" else [args.workers])

@@ -4,7 +4,8 @@ Profiling (``django_macro.py --profile``) wraps each request, in the thread that
 in a pyinstrument session (pyinstrument samples only its own thread, so one session per
 request works under gthread too), including ``close()`` of the response, where Django's
 ``request_finished`` returns the connection. The sessions are combined per process and
-written to ``$CGB_PROFILE_DIR/<pid>.pyisession`` every 200 requests and at exit.
+written to ``$CGB_PROFILE_DIR/<pid>.pyisession`` every 200 requests and at exit,
+with the number of requests in ``<pid>.count``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ if _PROFILE_DIR:
             session = _state["session"]
             if session is not None:
                 session.save(os.path.join(_PROFILE_DIR, f"{os.getpid()}.pyisession"))
+                with open(os.path.join(_PROFILE_DIR, f"{os.getpid()}.count"), "w") as f:
+                    f.write(str(_state["count"]))
 
     atexit.register(_save)
 
