@@ -20,7 +20,7 @@ from pg_stat_activity (client backends on the benchmark database: PgBouncer's se
 connections included). A sample of responses is checked for the row it asked for.
 
     python bench/django_macro.py                   # ~10 min; starts PostgreSQL and PgBouncer
-    python bench/django_macro.py --quick           # ~2 min
+    python bench/django_macro.py --quick           # ~2 min (83 s on the 2-core VM)
     python bench/django_macro.py --configs connguard,max_age_0 --workers gthread --rounds 1
     python bench/django_macro.py --json out.json --plot docs/img
     python bench/django_macro.py --profile connguard,max_age_600 --rounds 1  # pyinstrument
@@ -147,7 +147,7 @@ class Plan:
 
 
 FULL = Plan(duration=4.0, warmup=1.0, rounds=3)
-QUICK = Plan(duration=1.5, warmup=0.5, rounds=1)
+QUICK = Plan(duration=1.0, warmup=0.5, rounds=1)
 
 # -- wrk ---------------------------------------------------------------------------------------
 
@@ -860,7 +860,9 @@ def finish(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--dsn", help="libpq conninfo of an existing server (default: start one)")
-    parser.add_argument("--duration", type=float, help="seconds of load per run (default 4)")
+    parser.add_argument(
+        "--duration", type=float, help="seconds of load per run (default 4; wrk counts whole s)"
+    )
     parser.add_argument("--warmup", type=float, help="seconds of warm-up per run (default 1)")
     parser.add_argument("--rounds", type=int, help="rounds over the configurations (default 3)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated keys")
