@@ -757,6 +757,12 @@ class ConnectionPool:
             self._ceiling_until = 0.0  # try the full size again
         return self._max_size
 
+    def socket_of(self, conn: Any) -> tuple[int, Any] | None:
+        """``(fd, poller)`` of a connection this pool lent: the poller it made when the
+        connection opened (one ``poll(0)`` tells whether the server hung up), or None."""
+        entry = self._out.get(id(conn))
+        return None if entry is None else (entry.fd, entry.poller)
+
     def discard(self, conn: Any) -> None:
         """Close a connection that is known to be broken instead of returning it."""
         with self._lock:

@@ -436,3 +436,18 @@ def test_checkout_of_a_busy_connection_status_is_not_lent(make_pool, server: Fak
     fresh = pool.getconn()
     assert fresh is not conn
     pool.putconn(fresh)
+
+
+def test_socket_of_gives_the_lent_connections_own_poller(make_pool) -> None:
+    """What the Django backend polls before each statement: the poller the pool made when
+    the connection opened (no new one per checkout); None once it is back or never lent."""
+    pool = make_pool(max_size=2)
+    conn = pool.getconn()
+    fd, poller = pool.socket_of(conn)
+    assert fd == conn.fileno()
+    assert poller.poll(0) == []  # nothing from the server
+    pool.putconn(conn)
+    assert pool.socket_of(conn) is None
+    again = pool.getconn()
+    assert again is conn and pool.socket_of(again)[1] is poller
+    pool.putconn(again)

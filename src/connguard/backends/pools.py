@@ -81,17 +81,22 @@ def validate(alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig | None:
         raise ImproperlyConfigured(str(exc)) from exc
 
 
+_NOT_WHERE = ("context", "cursor_factory")
+
+
+def params_key(conn_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that decide where connections go (see :func:`fingerprint`), for a
+    cheap equality test against the last checkout's."""
+    return {k: v for k, v in conn_params.items() if k not in _NOT_WHERE}
+
+
 def fingerprint(conn_params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """What makes two sets of connection parameters reach the same server session type.
 
     Django builds a fresh adapters ``context`` (and passes a cursor class) at every connect;
     they do not change where connections go, so they are left out.
     """
-    return tuple(
-        sorted(
-            (k, repr(v)) for k, v in conn_params.items() if k not in ("context", "cursor_factory")
-        )
-    )
+    return tuple(sorted((k, repr(v)) for k, v in conn_params.items() if k not in _NOT_WHERE))
 
 
 def get_pool(

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from time import monotonic
 from typing import Any
 
-from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgres
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
 from django.db.utils import DEFAULT_DB_ALIAS
@@ -68,6 +69,10 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         self._cg_fd = -1
         self._cg_poller: Any = ALWAYS_READABLE
         self._cg_last_used = 0.0
+        self._cg_connecting = False
+        # (fork generation, connection parameters, pool) of the last checkout: the next one
+        # finds its pool without fingerprinting the parameters again
+        self._cg_pool_cache: tuple[int, dict[str, Any], ConnectionPool] | None = None
         config = self.connguard_config
         self._cg_ping_interval = (config.ping_interval if config else 2.0) or _NEVER
         self._cg_ping_timeout = config.ping_timeout if config else 5.0
@@ -102,14 +107,26 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         config = self.connguard_config
         if config is None:
             conn = super().get_new_connection(conn_params)
+            self._cg_track(conn, None)
+            return conn
+        key = pools.params_key(conn_params)
+        cached = self._cg_pool_cache
+        if (
+            cached is not None
+            and cached[0] == forking.generation
+            and cached[1] == key
+            and not cached[2].closed
+        ):
+            pool = cached[2]
         else:
             pool = pools.get_pool(
                 self.alias, conn_params, lambda: self._make_pool(config, conn_params)
             )
-            conn = pool.getconn()
-            self.connguard_pool = pool
-            self._set_isolation_level_attr()
-        self._cg_track(conn)
+            self._cg_pool_cache = (forking.generation, key, pool)
+        conn = pool.getconn()
+        self.connguard_pool = pool
+        self._set_isolation_level_attr()
+        self._cg_track(conn, pool)
         return conn
 
     def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
@@ -132,12 +149,16 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
                 params["application_name"] = application_name(alias)
             return postgres.DatabaseWrapper.get_new_connection(connector, params)
 
-        return ConnectionPool(
+        pool = ConnectionPool(
             driver=self._cg_driver,
             connect=connect,
             _where=lambda key: pools.option_path(self.alias, key),
             **options,
         )
+        # connections Django configured already (time zone, role): as Django's own pool, once
+        # per server session, not at every checkout (close_pool() starts over on a change)
+        pool.django_configured = weakref.WeakSet()  # type: ignore[attr-defined]
+        return pool
 
     def _set_isolation_level_attr(self) -> None:
         # What Django's get_new_connection() records on the wrapper for a new connection.
@@ -146,18 +167,49 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             IsolationLevel.READ_COMMITTED if level is None else IsolationLevel(level)
         )
 
-    def _cg_track(self, conn: Any) -> None:
+    def _cg_track(self, conn: Any, pool: ConnectionPool | None) -> None:
         self._cg_forks = forking.generation
-        self._cg_fd = self._cg_driver.fileno(conn)
-        poller = self._cg_driver.make_poller(self._cg_fd)
-        self._cg_poller = poller if poller is not None else ALWAYS_READABLE
+        known = pool.socket_of(conn) if pool is not None else None
+        if known is not None:  # the pool's own poller for this connection
+            self._cg_fd, self._cg_poller = known
+        else:
+            self._cg_fd = self._cg_driver.fileno(conn)
+            poller = self._cg_driver.make_poller(self._cg_fd)
+            self._cg_poller = poller if poller is not None else ALWAYS_READABLE
         self._cg_last_used = monotonic()
 
     def connect(self) -> None:
-        super().connect()
+        # Django's connect() calls ensure_connection() (through set_autocommit) on the
+        # connection it just got: the checkout checked it moments ago.
+        self._cg_connecting = True
+        try:
+            super().connect()
+        finally:
+            self._cg_connecting = False
         if self.connguard_pool is not None:
             # Hand the connection back at the end of every request/task (close_old_connections).
             self.close_at = monotonic()
+
+    def init_connection_state(self) -> None:
+        conn = self.connection
+        configured = getattr(self.connguard_pool, "django_configured", None)
+        if configured is None or conn is None:
+            super().init_connection_state()
+        elif conn in configured:
+            BaseDatabaseWrapper.init_connection_state(self)  # the server version check, once
+        else:
+            super().init_connection_state()
+            configured.add(conn)
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        if self.connguard_pool is not None and self.connection is not None:
+            # A pooled connection is always due (close_at = its checkout): hand it back. The
+            # pool rolls it back or discards it, and checks it at the next checkout; the
+            # stock path would first check it here (get_autocommit() -> ensure_connection()).
+            self.health_check_done = False
+            self.close()
+            return
+        super().close_if_unusable_or_obsolete()
 
     def close_if_health_check_failed(self) -> None:
         if self.connguard_config is not None:
@@ -188,7 +240,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
     # -- before every statement ------------------------------------------------------------
 
     def ensure_connection(self) -> None:
-        if self.connection is not None:
+        if self.connection is not None and not self._cg_connecting:
             if self._cg_forks != forking.generation:
                 self._cg_drop_inherited()
             else:
