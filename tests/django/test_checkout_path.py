@@ -90,6 +90,40 @@ def test_a_server_session_is_configured_once(
     assert len(calls) == 1
 
 
+def test_with_a_reset_the_session_is_configured_at_every_checkout(
+    pg_server: Any,
+) -> None:
+    """A reset callable may undo Django's settings (RESET ALL): then Django configures the
+    session again at each checkout, and the time zone is right every time."""
+
+    def reset(raw: Any) -> None:
+        cursor = raw.cursor()
+        cursor.execute("RESET ALL")
+        cursor.close()
+
+    handler = ConnectionHandler(
+        {
+            "default": {
+                "ENGINE": ENGINE,
+                "NAME": "postgres",
+                "USER": pg_server.user,
+                "HOST": pg_server.host,
+                "PORT": pg_server.port,
+                "OPTIONS": {"pool": {"max_size": 1, "reset": reset}},
+            }
+        }
+    )
+    pg_server.execute("ALTER DATABASE postgres SET timezone = 'Asia/Tokyo'")
+    try:
+        conn = handler["default"]
+        for _ in range(3):
+            assert request(conn, "SELECT current_setting('TimeZone')") == "UTC"
+    finally:
+        pg_server.execute("ALTER DATABASE postgres RESET timezone")
+        handler.close_all()
+        pools.close_pools(alias="default")
+
+
 def test_a_closed_pool_is_not_reused_by_the_wrapper(handler: ConnectionHandler) -> None:
     conn = handler["default"]
     assert request(conn) == 1

@@ -156,8 +156,10 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             **options,
         )
         # connections Django configured already (time zone, role): as Django's own pool, once
-        # per server session, not at every checkout (close_pool() starts over on a change)
-        pool.django_configured = weakref.WeakSet()  # type: ignore[attr-defined]
+        # per server session, not at every checkout (close_pool() starts over on a change);
+        # at every checkout when a reset callable may undo it (RESET ALL, DISCARD ALL)
+        if config.reset is None:
+            pool.django_configured = weakref.WeakSet()  # type: ignore[attr-defined]
         return pool
 
     def _set_isolation_level_attr(self) -> None:
