@@ -24,10 +24,9 @@ ENGINE = "connguard.backends.postgresql"
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def handler(pg_server: Any) -> Iterator[ConnectionHandler]:
+def make_handler(pg_server: Any, **pool: Any) -> ConnectionHandler:
     """A connection handler of our own (Django's global one stays untouched)."""
-    handler = ConnectionHandler(
+    return ConnectionHandler(
         {
             "default": {
                 "ENGINE": ENGINE,
@@ -35,10 +34,15 @@ def handler(pg_server: Any) -> Iterator[ConnectionHandler]:
                 "USER": pg_server.user,
                 "HOST": pg_server.host,
                 "PORT": pg_server.port,
-                "OPTIONS": {"pool": {"max_size": 2}},
+                "OPTIONS": {"pool": pool},
             }
         }
     )
+
+
+@pytest.fixture
+def handler(pg_server: Any) -> Iterator[ConnectionHandler]:
+    handler = make_handler(pg_server, max_size=2)
     yield handler
     handler.close_all()
     pools.close_pools(alias="default")
@@ -101,18 +105,7 @@ def test_with_a_reset_the_session_is_configured_at_every_checkout(
         cursor.execute("RESET ALL")
         cursor.close()
 
-    handler = ConnectionHandler(
-        {
-            "default": {
-                "ENGINE": ENGINE,
-                "NAME": "postgres",
-                "USER": pg_server.user,
-                "HOST": pg_server.host,
-                "PORT": pg_server.port,
-                "OPTIONS": {"pool": {"max_size": 1, "reset": reset}},
-            }
-        }
-    )
+    handler = make_handler(pg_server, max_size=1, reset=reset)
     pg_server.execute("ALTER DATABASE postgres SET timezone = 'Asia/Tokyo'")
     try:
         conn = handler["default"]
