@@ -194,6 +194,7 @@ class ConnectionPool:
         self._last_error: str | None = None
         self._next_attempt = 0.0
         self._attempt_in_flight = False
+        self._filling = 0  # connects the background task has under way
         self._last_attempt = 0.0
         self._probe_done: threading.Event | None = None  # set when that attempt ends
         self._absent = False  # the last connect failure said nobody listens, and failed fast
@@ -264,6 +265,8 @@ class ConnectionPool:
             else:
                 if self._fork_report is not None:
                     self._log_fork_report()
+                if self._reclaim:  # connections garbage-collected while lent: free their slots
+                    self._drain_reclaim()
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
                     if verdict is None:
@@ -322,8 +325,6 @@ class ConnectionPool:
             raise PoolClosed(self._closed_message())
         if self._worker is None:
             self._start_worker_locked()
-        if self._reclaim:
-            self._drain_reclaim_locked()
         if self._idle:
             return None  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
@@ -339,8 +340,13 @@ class ConnectionPool:
                 self._attempt_in_flight = True
                 if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
                     self._probe_done = threading.Event()
-            self._size += 1
-            return _CONNECT
+                self._size += 1
+                return _CONNECT
+            if not self._filling:
+                self._size += 1
+                return _CONNECT
+            # the warm-up is opening a connection right now: wait for it rather than open
+            # one more (_fill hands it over, then gives the other waiters slots)
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
             self._stats["requests_shed"] += 1
             raise TooManyRequests(
@@ -779,7 +785,19 @@ class ConnectionPool:
 
     # -- garbage-collected and leaked connections --------------------------------------
 
-    def _drain_reclaim_locked(self) -> None:
+    def _drain_reclaim(self) -> None:
+        """Free the slots of connections garbage-collected while lent; log each, unlocked."""
+        with self._lock:
+            reclaimed = self._drain_reclaim_locked()
+        for entry, lease in reclaimed:
+            logger.warning(
+                "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
+                "Taken by thread %r at:\n%s",
+                self.name, entry.describe(), thread_name(lease.thread), format_stack(lease.stack),
+            )  # fmt: skip
+
+    def _drain_reclaim_locked(self) -> list[tuple[Entry, Lease]]:
+        reclaimed: list[tuple[Entry, Lease]] = []
         while self._reclaim:
             entry = self._reclaim.popleft()
             lease = entry.lease
@@ -793,12 +811,9 @@ class ConnectionPool:
             self._size -= 1
             self._retired_uses += entry.uses
             self._stats["leaks_reclaimed"] += 1
-            logger.warning(
-                "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
-                "Taken by thread %r at:\n%s",
-                self.name, entry.describe(), thread_name(lease.thread), format_stack(lease.stack),
-            )  # fmt: skip
+            reclaimed.append((entry, lease))
         self._grant_slots_locked()
+        return reclaimed
 
     def _reap(self, now: float) -> None:
         """Reclaim leases whose owner thread died; report those held past leak_threshold."""
@@ -871,9 +886,9 @@ class ConnectionPool:
     def _maintain(self) -> float:
         """One round of background work; returns how long to sleep before the next."""
         now = monotonic()
+        if self._reclaim:
+            self._drain_reclaim()
         with self._lock:
-            if self._reclaim:
-                self._drain_reclaim_locked()
             if self._waiters:
                 self._grant_slots_locked()  # e.g. the server-full cap just expired
         self._reap(now)
@@ -953,10 +968,17 @@ class ConnectionPool:
                     if self._absent:
                         self._probe_done = threading.Event()
                 self._size += 1
-            entry = self._open_connection(None)
+                self._filling += 1
+            try:
+                entry = self._open_connection(None)
+                if entry is not None:
+                    self._return(entry)  # to the first waiter, if any
+            finally:
+                with self._lock:
+                    self._filling -= 1
+                    self._grant_slots_locked()  # the callers that queued behind this connect
             if entry is None:
                 return
-            self._return(entry)
 
     # -- whole-pool operations -------------------------------------------------------------
 

@@ -218,6 +218,56 @@ def test_min_size_warms_up_in_the_background(make_pool, server: FakeServer) -> N
     assert pool.get_stats()["pool_available"] == 3
 
 
+def test_a_checkout_during_warm_up_takes_the_connection_being_opened(
+    make_pool, server: FakeServer
+) -> None:
+    """A caller that arrives while the warm-up is connecting waits for that connection
+    instead of opening one more (one connection for one caller, as min_size=1 asks)."""
+    gate = server.hold_connects()
+    pool = make_pool(name="warm", min_size=1, max_size=4)
+    wait_until(lambda: server.connecting == 1)  # the warm-up's connect is under way
+    got: list = []
+    caller = threading.Thread(target=lambda: got.append(pool.getconn(timeout=5)))
+    caller.start()
+    wait_until(lambda: pool.get_stats()["requests_waiting"] == 1)
+    gate.set()
+    caller.join(5)
+    assert got and got[0].thread == "connguard-warm"
+    assert server.connects == 1
+    pool.putconn(got[0])
+
+
+def test_callers_queued_behind_the_warm_up_get_slots_when_it_is_done(
+    make_pool, server: FakeServer
+) -> None:
+    """More callers than warm-up connects: the first takes the warm-up's connection, the
+    others are given slots and connect themselves as soon as it is done (no wait for the
+    background task's next round)."""
+    gate = server.hold_connects()
+    pool = make_pool(name="warm", min_size=1, max_size=4, timeout=5)
+    wait_until(lambda: server.connecting == 1)
+    got: list = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        conn = pool.getconn()
+        with lock:
+            got.append(conn)
+
+    callers = [threading.Thread(target=take) for _ in range(3)]
+    for t in callers:
+        t.start()
+    wait_until(lambda: pool.get_stats()["requests_waiting"] == 3)
+    gate.set()
+    for t in callers:
+        t.join(5)
+    assert len(got) == 3 and len({id(c) for c in got}) == 3
+    assert server.connects == 3
+    assert pool.get_stats()["requests_waiting"] == 0
+    for conn in got:
+        pool.putconn(conn)
+
+
 def test_open_wait_true_blocks_until_min_size(make_pool, server: FakeServer) -> None:
     pool = make_pool(min_size=2, open=False)
     pool.open(wait=True, timeout=5)
