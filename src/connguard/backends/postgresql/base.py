@@ -5,9 +5,9 @@ where connections come from and where they go:
 
 - ``get_new_connection`` -> ``pool.getconn()`` (a live connection: checked at checkout);
   ``_close`` -> ``pool.putconn()`` (rolled back, or discarded when broken; never raises).
-- ``connect`` sets ``close_at`` to now, so Django's own end-of-request hook
-  (``close_old_connections``) hands the connection back after every request, Celery task and
-  ``connection.close()``; never in the middle of ``atomic()``.
+- ``close_if_unusable_or_obsolete`` (Django's end-of-request hook, ``close_old_connections``)
+  hands a pooled connection back after every request and Celery task, as ``connection.close()``
+  does; never in the middle of ``atomic()``.
 - ``ensure_connection`` (called before every statement) makes a connection kept outside
   requests (management commands, workers, threads) safe to use: one inherited across
   ``fork()`` is dropped without a byte sent to the server, and one that sat idle past the ping
@@ -188,9 +188,6 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             super().connect()
         finally:
             self._cg_connecting = False
-        if self.connguard_pool is not None:
-            # Hand the connection back at the end of every request/task (close_old_connections).
-            self.close_at = monotonic()
 
     def init_connection_state(self) -> None:
         conn = self.connection
@@ -205,9 +202,9 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self.connguard_pool is not None and self.connection is not None:
-            # A pooled connection is always due (close_at = its checkout): hand it back. The
-            # pool rolls it back or discards it, and checks it at the next checkout; the
-            # stock path would first check it here (get_autocommit() -> ensure_connection()).
+            # End of a request or task: a pooled connection always goes back, whatever
+            # CONN_MAX_AGE says. The pool rolls it back or discards it, and checks it at the
+            # next checkout (the stock path would check it here first, for nothing).
             self.health_check_done = False
             self.close()
             return
