@@ -337,9 +337,7 @@ class ConnectionPool:
                     self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP
                 ):
                     raise self._unavailable_error()
-                self._attempt_in_flight = True
-                if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
-                    self._probe_done = threading.Event()
+                self._attempt_begin_locked()
                 self._size += 1
                 return _CONNECT
             if not self._filling:
@@ -398,6 +396,12 @@ class ConnectionPool:
             self._return(waiter.entry)
         elif waiter.slot:
             self._release_slot()
+
+    def _attempt_begin_locked(self) -> None:
+        """Start the one connect attempt allowed while the breaker is open."""
+        self._attempt_in_flight = True
+        if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
+            self._probe_done = threading.Event()
 
     def _attempt_over_locked(self) -> None:
         """The one connect attempt allowed while the breaker is open has ended."""
@@ -964,9 +968,7 @@ class ConnectionPool:
                 if self._down_since is not None:
                     if self._attempt_in_flight or monotonic() < self._next_attempt:
                         return
-                    self._attempt_in_flight = True
-                    if self._absent:
-                        self._probe_done = threading.Event()
+                    self._attempt_begin_locked()
                 self._size += 1
                 self._filling += 1
             try:
