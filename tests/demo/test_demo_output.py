@@ -85,3 +85,46 @@ def test_plot_without_matplotlib_says_how_to_get_it(
     assert cli.plot(report(), str(tmp_path / "x.png")) == (
         "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
     )
+
+
+def test_plot_without_matplotlib_fails_before_the_demo_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args, **kwargs):
+        return None if name.split(".")[0] == "matplotlib" else real_find_spec(name, *args, **kwargs)
+
+    def started(*args, **kwargs):
+        raise AssertionError("the demo started although --plot cannot work")
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(cli, "_run", started)
+    assert cli.run(parse("--plot", str(tmp_path / "x.png"), "--no-color")) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        "connguard demo: --plot needs matplotlib: pip install 'django-connguard[plot]' "
+        "(or pip install matplotlib)\n",
+    )
+
+
+def test_plot_into_a_missing_directory_fails_before_the_demo_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    if real_find_spec("matplotlib") is None:  # the directory is checked once matplotlib is there
+        monkeypatch.setattr(
+            importlib.util, "find_spec",
+            lambda name, *a, **k: object() if name == "matplotlib" else real_find_spec(name, *a, **k),
+        )  # fmt: skip
+    monkeypatch.setattr(cli, "_run", lambda *a, **k: pytest.fail("the demo started"))
+    target = tmp_path / "nowhere" / "x.png"
+    assert cli.run(parse("--plot", str(target), "--no-color")) == 2
+    assert capsys.readouterr().err == (
+        f"connguard demo: --plot {target}: the directory {target.parent} does not exist\n"
+    )

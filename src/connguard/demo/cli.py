@@ -268,6 +268,23 @@ def _rich_table(report: Report) -> Any:
     return table
 
 
+PLOT_MISSING = (
+    "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
+)
+
+
+def plot_problem(path: str) -> str | None:
+    """Why ``--plot path`` cannot work, checked before the demo starts; None when it can."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return PLOT_MISSING
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"--plot {path}: the directory {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"--plot {path}: the directory {folder} is not writable"
+    return None
+
+
 def plot(report: Report, path: str) -> str | None:
     """Draw failures and peak connections per scenario; returns an error text or None."""
     try:
@@ -276,10 +293,7 @@ def plot(report: Report, path: str) -> str | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return (
-            "--plot needs matplotlib: pip install 'django-connguard[plot]' "
-            "(or pip install matplotlib)"
-        )
+        return PLOT_MISSING
     names = report.names()
     labels = [SCENARIOS.get(n, n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.55 * len(names) + 2.2), sharey=True)
@@ -387,6 +401,10 @@ def run(args: argparse.Namespace) -> int:
     missing = _missing()
     if missing:
         out.line(f"connguard demo needs {', '.join(missing)}: {INSTALL}")
+        return 2
+    problem = plot_problem(args.plot) if args.plot else None
+    if problem:  # before anything starts, not after the whole demo has run
+        print(f"connguard demo: {problem}", file=sys.stderr)
         return 2
     names = list(args.scenarios or SCENARIOS)
     report = Report()
