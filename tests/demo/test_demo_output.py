@@ -298,3 +298,18 @@ def test_error_sample_is_shortened_at_a_word_boundary() -> None:
     sample = cli._sample({text: 1})
     assert len(sample) <= 300 and sample.endswith(" …")
     assert text.startswith(sample[: -len(" …")] + " ")
+
+
+def test_harness_error_samples_are_cut_after_a_whole_word() -> None:
+    from connguard.demo import harness
+
+    text = (
+        "OperationalError: consuming input failed: server closed the connection unexpectedly "
+        "This probably means the server terminated abnormally before or while processing the "
+        "request. (pid 4242)"
+    )
+    assert harness._error_key(text) == (
+        "OperationalError: consuming input failed: server closed the connection unexpectedly "
+        "This probably means the server terminated abnormally before or while…"
+    )
+    assert harness._error_key("short, port 5432") == "short, port N"
