@@ -318,7 +318,8 @@ def _rich_view(snap: dict[str, Any], rates: dict[str, float] | None) -> Any:
         if not server["sessions"]:
             parts.append(Text(f"{title}: none", style="dim"))
             continue
-        sessions = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        parts.append(Text(title, style="italic"))  # a title of its own: as wide as it needs
+        sessions = Table(box=box.SIMPLE_HEAD)
         for i, header in enumerate(ACTIVITY_HEADERS):
             sessions.add_column(header, justify="left" if i < 2 else "right", no_wrap=i > 0)
         for s in server["sessions"]:

@@ -233,3 +233,30 @@ def test_stats_exits_2_when_the_server_is_unreachable(pg: PostgresServer) -> Non
     lines = proc.stdout.splitlines()
     assert lines[1] == f"Sessions on 127.0.0.1:{port} (database postgres, --dsn)"
     assert lines[2].startswith("  unreachable: connection failed:")
+
+
+def test_the_terminal_view_shows_no_pools_without_metrics_url() -> None:
+    pytest.importorskip("rich")
+    import io
+
+    from rich.console import Console
+
+    from connguard import top
+
+    server = {
+        "label": "default", "server": "db:5432", "database": "app", "like": "app:default:%",
+        "sessions": [{"application": "app:default:42", "state": "idle", "sessions": 3,
+                      "waiting": 0, "longest": 12.0}],
+    }  # fmt: skip
+    snap = {"pools": [], "servers": [server], "errors": [], "metrics_urls": []}
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(top._rich_view(snap, None))
+    assert [line.rstrip() for line in console.file.getvalue().splitlines()] == [
+        NO_POOLS.strip(),
+        "Sessions on db:5432 (database app, default, application_name LIKE 'app:default:%')",
+        "",
+        "  application      state   sessions   on lock   longest",
+        " ───────────────────────────────────────────────────────",
+        "  app:default:42   idle           3         0      12 s",
+        "",
+    ]
