@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="connguard",
         description="Pooled, fork-safe, self-healing database connections for Django.",
     )
+    parser.add_argument("--version", action="version", version=f"connguard {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         subparser = sub.add_parser(name, help=help_text, description=help_text)
@@ -35,6 +37,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
             adder(subparser)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when it is not installed)."""
+    try:
+        return importlib.metadata.version("django-connguard")
+    except importlib.metadata.PackageNotFoundError:
+        from connguard import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

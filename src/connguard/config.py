@@ -102,11 +102,13 @@ def build_config(
     *,
     where: Callable[[str], str] = lambda key: key,
     extra_keys: frozenset[str] = frozenset(),
+    refused_keys: frozenset[str] = frozenset(),
 ) -> PoolConfig:
     """Validate *options* and return a :class:`PoolConfig`.
 
     *where* turns a key into the name the user wrote it under, for error messages.
-    *extra_keys* are accepted and ignored here (a caller's own keys).
+    *extra_keys* are accepted and ignored here (a caller's own keys); *refused_keys* are
+    keys the caller refuses itself, left out of the known options an unknown key lists.
     """
     values: dict[str, Any] = {}
     for key, value in options.items():
@@ -121,8 +123,11 @@ def build_config(
                 )
             continue
         if key not in _FIELDS:
-            known = ", ".join(sorted(set(_FIELDS) | PSYCOPG_POOL_KEYS | extra_keys))
-            hint = _close_match(key, set(_FIELDS) | extra_keys)
+            # close_returns is accepted (False only) so that psycopg_pool settings carry
+            # over; not offered: it does nothing
+            offered = (set(_FIELDS) | extra_keys) - refused_keys
+            known = ", ".join(sorted(offered))
+            hint = _close_match(key, offered)
             raise ConfigError(
                 f"{where(key)}: unknown pool option {key!r}"
                 + (f" (did you mean {hint!r}?)" if hint else "")

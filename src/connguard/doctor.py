@@ -662,6 +662,9 @@ def django_databases(only: Sequence[str] = ()) -> list[Database]:
             continue
         options = db.get("OPTIONS", {}) or {}
         wrapper = connections[alias]
+        bad_options = getattr(wrapper, "connguard_config_error", None)
+        if bad_options is not None:  # the pool it would have is unknown: nothing to judge
+            raise bad_options
         params = wrapper.get_connection_params()
         conninfo = make_conninfo(
             **{k: v for k, v in params.items() if k in keywords and v not in (None, "")}
@@ -1229,7 +1232,13 @@ def run(args: argparse.Namespace) -> int:
         if error:
             print(f"connguard doctor: {error}", file=sys.stderr)
             return 2
-        databases = django_databases(args.database)
+        from django.core.exceptions import ImproperlyConfigured
+
+        try:
+            databases = django_databases(args.database)
+        except ImproperlyConfigured as exc:  # bad OPTIONS["pool"] (connguard.E001)
+            print(f"connguard doctor: {exc}", file=sys.stderr)
+            return 2
         if not databases:
             print("connguard doctor: no PostgreSQL database in DATABASES", file=sys.stderr)
             return 2

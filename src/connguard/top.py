@@ -1,15 +1,19 @@
 """``connguard stats`` (once) and ``connguard top`` (refreshing): pools and server sessions.
 
-Two tables:
+Only what belongs to the application, never this command's own process:
 
-- **pools**: every pool of this process (``manage.py connguard stats``: the Django pools of
-  the command's own process), and with ``--metrics-url`` those a running application
-  exports to Prometheus (summed over its workers): size, in use, idle, waiting, checkouts,
-  timeouts, errors, lost connections, breaker;
+- **pools**, with ``--metrics-url``: those a running application exports to Prometheus
+  (summed over its workers): size, in use, idle, waiting, checkouts, timeouts, errors, lost
+  connections, breaker;
 - **sessions**: ``pg_stat_activity`` of each server grouped by ``application_name`` and
   ``state`` — connguard names every connection ``<app>:<alias>:<pid>``, so each row is one
   process's connections in one state — with how many wait on a lock and the longest time
-  one has been in that state.
+  one has been in that state. Read from Django's settings, a connguard alias shows only its
+  application's connections (``application_name LIKE '<app>:<alias>:%'``, or the
+  ``application_name`` its ``OPTIONS`` set); ``--like`` picks another pattern.
+
+With nothing to read (no ``--dsn``, no Django settings, no ``--metrics-url``) they say what
+to give and exit 2.
 
 ``top`` redraws every ``--interval`` seconds (rich's live display on a terminal when rich is
 installed, plain text otherwise) until interrupted or ``--iterations`` rounds are done, and
@@ -20,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
 import urllib.request
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connguard import metrics
@@ -62,20 +66,6 @@ ACTIVITY_HEADERS = ("application", "state", "sessions", "on lock", "longest")
 
 
 # -- gathering ---------------------------------------------------------------------------------
-
-
-def local_pools() -> list[dict[str, Any]]:
-    """A row per pool of this process."""
-    rows = []
-    for pool in metrics.all_pools():
-        status = metrics.pool_status(pool)
-        rows.append({"name": pool.name, "pid": _pid(pool), "breaker": status["breaker"],
-                     **status["stats"]})  # fmt: skip
-    return rows
-
-
-def _pid(pool: Any) -> int:
-    return int(getattr(pool, "_pid", 0) or os.getpid())
 
 
 _SAMPLE = re.compile(r'^connguard_(\w+?)(?:_total)?\{pool="((?:[^"\\]|\\.)*)"\}\s+(\S+)')
@@ -117,26 +107,77 @@ def activity(conninfo: str, dbname: str | None, like: str | None) -> list[tuple[
         return list(c.execute(ACTIVITY_SQL, {"db": dbname, "like": like}).fetchall())
 
 
-def _targets(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """``(label, conninfo)`` of each server to read."""
+@dataclass(frozen=True)
+class Target:
+    """A server to read sessions from: ``label`` (``--dsn`` or the alias), its conninfo, and
+    the ``application_name`` pattern of the application's sessions (None: every session)."""
+
+    label: str
+    conninfo: str
+    like: str | None = None
+
+
+class NothingToShow(Exception):
+    """The command was given nothing to read; the message says what to give."""
+
+
+NOTHING_TO_SHOW = (
+    "give --dsn (a server to read sessions from), or --settings (or DJANGO_SETTINGS_MODULE) "
+    "for a Django project, and/or --metrics-url (a running application's Prometheus endpoint, "
+    "for its pools)"
+)
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    """The servers to read; :class:`NothingToShow` when there is nothing to read at all."""
     from connguard import doctor
 
     dsn = getattr(args, "dsn", None)
     if dsn:
-        return [("--dsn", dsn)]
+        return [Target("--dsn", dsn, args.like)]
 
     error = doctor._setup_django(getattr(args, "settings", None))
     if error:
-        return []
-    seen: dict[str, str] = {}
-    for db in doctor.django_databases(args.database):
-        seen.setdefault(db.conninfo, db.alias)
-    return [(alias, conninfo) for conninfo, alias in seen.items()]
+        if args.metrics_url:
+            return []
+        raise NothingToShow(NOTHING_TO_SHOW)
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        databases = doctor.django_databases(args.database)
+    except ImproperlyConfigured as exc:  # bad OPTIONS["pool"] (connguard.E001)
+        raise NothingToShow(str(exc)) from None
+    if not databases and not args.metrics_url:
+        raise NothingToShow(
+            "no PostgreSQL database in DATABASES"
+            + (f" among {', '.join(args.database)}" if args.database else "")
+            + "; give --dsn, or --metrics-url for a running application's pools"
+        )
+    seen: dict[tuple[str, str | None], str] = {}
+    for db in databases:
+        like = args.like if args.like is not None else _application_like(db)
+        seen.setdefault((db.conninfo, like), db.alias)
+    return [Target(alias, conninfo, like) for (conninfo, like), alias in seen.items()]
 
 
-def snapshot(args: argparse.Namespace, targets: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _application_like(db: Any) -> str | None:
+    """The ``application_name`` pattern of an alias's sessions (None: not told apart). An
+    ``_`` in a name matches any one character as well: close enough to leave unescaped."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    set_by_user = conninfo_to_dict(db.conninfo).get("application_name")
+    if set_by_user:
+        return str(set_by_user)
+    if db.engine != "connguard":
+        return None  # the stock backend leaves application_name empty
+    from connguard.backends.postgresql.base import application_name
+
+    return application_name(db.alias).rsplit(":", 1)[0] + ":%"  # <app>:<alias>:<pid>
+
+
+def snapshot(args: argparse.Namespace, targets: Sequence[Target]) -> dict[str, Any]:
     """Everything one round shows."""
-    pools = local_pools()
+    pools: list[dict[str, Any]] = []
     errors: list[str] = []
     for url in args.metrics_url:
         try:
@@ -144,24 +185,27 @@ def snapshot(args: argparse.Namespace, targets: Sequence[tuple[str, str]]) -> di
         except Exception as exc:
             errors.append(f"{url}: {' '.join(str(exc).split())}")
     servers = []
-    for label, conninfo in targets:
+    for target in targets:
         from psycopg.conninfo import conninfo_to_dict
 
-        params = conninfo_to_dict(conninfo)
+        params = conninfo_to_dict(target.conninfo)
         where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
         default = str(params.get("dbname") or params.get("user") or "") or None  # libpq's
         dbname = None if args.all_databases else default
-        entry: dict[str, Any] = {"label": label, "server": where, "database": dbname or "*"}
+        entry: dict[str, Any] = {
+            "label": target.label, "server": where, "database": dbname or "*",
+            "like": target.like,
+        }  # fmt: skip
         try:
             entry["sessions"] = [
                 dict(zip(("application", "state", "sessions", "waiting", "longest"), r,
                          strict=True))
-                for r in activity(conninfo, dbname, args.like)
+                for r in activity(target.conninfo, dbname, target.like)
             ]  # fmt: skip
         except Exception as exc:
             entry["error"] = " ".join(str(exc).split())
         servers.append(entry)
-    return {"pools": pools, "servers": servers, "errors": errors}
+    return {"pools": pools, "servers": servers, "errors": errors, "metrics_urls": args.metrics_url}
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -214,15 +258,13 @@ def lines_for(snap: dict[str, Any], rates: dict[str, float] | None = None) -> li
     """The plain-text rendering of one round."""
     out: list[str] = []
     headers = [h for h, _ in POOL_COLUMNS] + (["checkouts/s"] if rates is not None else [])
-    out.append("Pools")
     if snap["pools"]:
+        out.append("Pools")
         out += ["  " + line for line in table(headers, pool_rows(snap["pools"], rates))]
-    else:
-        out.append("  none in this process (give --metrics-url to read a running application)")
+    elif not snap.get("metrics_urls"):
+        out.append(NO_POOLS)
     for server in snap["servers"]:
-        out.append(
-            f"Sessions on {server['server']} (database {server['database']}, {server['label']})"
-        )
+        out.append(sessions_title(server))
         if "error" in server:
             out.append(f"  unreachable: {server['error']}")
             continue
@@ -236,6 +278,18 @@ def lines_for(snap: dict[str, Any], rates: dict[str, float] | None = None) -> li
             out.append("  none")
     out += [f"error: {error}" for error in snap["errors"]]
     return out
+
+
+#: the pools line without --metrics-url (this command's own process has none worth showing)
+NO_POOLS = "Pools: give --metrics-url URL (the application's Prometheus endpoint) to see its pools"
+
+
+def sessions_title(server: dict[str, Any]) -> str:
+    """``Sessions on host:port (database d, label[, application_name LIKE 'p'])``."""
+    like = f", application_name LIKE '{server['like']}'" if server.get("like") else ""
+    return (
+        f"Sessions on {server['server']} (database {server['database']}, {server['label']}{like})"
+    )
 
 
 def _rich_view(snap: dict[str, Any], rates: dict[str, float] | None) -> Any:
@@ -254,18 +308,18 @@ def _rich_view(snap: dict[str, Any], rates: dict[str, float] | None) -> Any:
             style = "red" if row[len(POOL_COLUMNS) - 1] == "open" else ""
             pools.add_row(*(_cell(v) for v in row), style=style)
         parts.append(pools)
-    else:
-        parts.append(Text("Pools: none in this process (give --metrics-url to read a running "
-                          "application)", style="dim"))  # fmt: skip
+    elif not snap.get("metrics_urls"):
+        parts.append(Text(NO_POOLS, style="dim"))
     for server in snap["servers"]:
-        title = f"Sessions on {server['server']} (database {server['database']})"
+        title = sessions_title(server)
         if "error" in server:
             parts.append(Text(f"{title}: unreachable: {server['error']}", style="red"))
             continue
         if not server["sessions"]:
             parts.append(Text(f"{title}: none", style="dim"))
             continue
-        sessions = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        parts.append(Text(title, style="italic"))  # a title of its own: as wide as it needs
+        sessions = Table(box=box.SIMPLE_HEAD)
         for i, header in enumerate(ACTIVITY_HEADERS):
             sessions.add_column(header, justify="left" if i < 2 else "right", no_wrap=i > 0)
         for s in server["sessions"]:
@@ -306,7 +360,8 @@ def add_arguments(parser: argparse.ArgumentParser, django: bool = False) -> None
     )  # fmt: skip
     parser.add_argument(
         "--metrics-url", action="append", default=[], metavar="URL",
-        help="also show the pools a running application exports (its Prometheus endpoint)",
+        help="show the pools a running application exports (its Prometheus endpoint; "
+        "repeatable)",
     )  # fmt: skip
     parser.add_argument(
         "--all-databases", action="store_true", help="sessions of every database, not one"
@@ -338,10 +393,21 @@ def _psycopg3_missing(command: str) -> bool:
     return missing is not None
 
 
+def _targets_or_say(command: str, args: argparse.Namespace) -> list[Target] | None:
+    """The targets, or None after saying on stderr what to give."""
+    try:
+        return _targets(args)
+    except NothingToShow as exc:
+        print(f"connguard {command}: nothing to show: {exc}", file=sys.stderr)
+        return None
+
+
 def run_stats(args: argparse.Namespace) -> int:
     if _psycopg3_missing("stats"):
         return 2
-    targets = _targets(args)
+    targets = _targets_or_say("stats", args)
+    if targets is None:
+        return 2
     snap = snapshot(args, targets)
     if args.json:
         print(json.dumps(snap, indent=2, default=str))
@@ -364,7 +430,9 @@ def failed(snap: dict[str, Any]) -> bool:
 def run_top(args: argparse.Namespace) -> int:
     if _psycopg3_missing("top"):
         return 2
-    targets = _targets(args)
+    targets = _targets_or_say("top", args)
+    if targets is None:
+        return 2
     interval = max(0.1, args.interval)
     previous: dict[str, Any] | None = None
     taken = time.monotonic()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -143,3 +147,70 @@ def test_check_messages_name_the_fix() -> None:
         "Remove CONN_MAX_AGE (or set 0); tune "
         "DATABASES['default']['OPTIONS']['pool']['max_lifetime'] instead."
     )
+
+
+DJANGO_KNOWN = (
+    "backoff_initial, backoff_max, check, connect_timeout, keepalive_interval, leak_threshold, "
+    "lifetime_jitter, max_idle, max_lifetime, max_size, max_waiting, min_size, name, "
+    "num_workers, ping_interval, ping_timeout, reconnect_failed, reconnect_timeout, reset, "
+    "server_pooler, timeout"
+)
+MAX_SISE = (
+    "DATABASES['default']['OPTIONS']['pool']['max_sise']: unknown pool option 'max_sise' "
+    f"(did you mean 'max_size'?). Known options: {DJANGO_KNOWN}."
+)
+
+
+def test_unknown_key_lists_only_what_the_backend_accepts() -> None:
+    # neither the keys the backend refuses (kwargs, driver, ...) nor close_returns (accepted
+    # as False for psycopg_pool settings, and doing nothing)
+    with pytest.raises(pools.PoolOptionsError) as info:
+        pools.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
+    assert str(info.value) == MAX_SISE
+    with pytest.raises(ImproperlyConfigured, match=r"\['drivr'\]: unknown pool option 'drivr'\. "):
+        pools.validate("default", db(OPTIONS={"pool": {"drivr": "psycopg2"}}))
+
+
+BAD_SETTINGS = """
+SECRET_KEY = "x"
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "connguard"]
+DATABASES = {
+    "default": {
+        "ENGINE": "connguard.backends.postgresql", "NAME": "app", "HOST": "127.0.0.1",
+        "PORT": 1, "OPTIONS": {"pool": {"max_sise": 5}},
+    }
+}
+USE_TZ = True
+"""
+
+
+def django_admin(tmp_path, *args: str, module: str = "django") -> subprocess.CompletedProcess[str]:
+    (tmp_path / "badpool_settings.py").write_text(BAD_SETTINGS)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": "badpool_settings"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_manage_py_check_reports_bad_pool_options_as_a_system_check_error(tmp_path) -> None:
+    proc = django_admin(tmp_path, "check")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"?: (connguard.E001) {MAX_SISE}\n" in proc.stderr
+    assert proc.stderr.startswith("SystemCheckError: System check identified some issues:")
+
+
+def test_a_command_that_connects_fails_on_one_line(tmp_path) -> None:
+    # shell runs no system checks: the first connection raises the same message
+    code = "from django.db import connection; connection.ensure_connection()"
+    proc = django_admin(tmp_path, "shell", "-c", code)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1:] == [f"PoolOptionsError: {MAX_SISE}"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_doctor_names_bad_pool_options(tmp_path) -> None:
+    proc = django_admin(tmp_path, "doctor", module="connguard")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"connguard doctor: {MAX_SISE}\n"

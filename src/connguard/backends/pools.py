@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
 
 from connguard.config import PoolConfig, build_config
 from connguard.errors import ConfigError
@@ -29,6 +30,13 @@ RESERVED_KEYS = {
     "connection_class": "use OPTIONS['cursor_factory'] / Django settings instead",
 }
 SERVER_POOLERS = (None, "session", "transaction", "statement")
+
+
+class PoolOptionsError(ImproperlyConfigured, CommandError):
+    """Bad ``OPTIONS["pool"]``: ``ImproperlyConfigured`` everywhere, and a ``CommandError``
+    so that a management command using the alias ends with the message on one line, not a
+    traceback (``manage.py check`` reports it as ``connguard.E001``)."""
+
 
 _lock = threading.Lock()
 _pools: dict[tuple[str, Any], tuple[ConnectionPool, Any]] = {}  # (alias, params) -> pool, dbname
@@ -50,7 +58,7 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
     if raw is True:
         return {}
     if not isinstance(raw, Mapping):
-        raise ImproperlyConfigured(
+        raise PoolOptionsError(
             f"{option_path(alias)}={raw!r}: expected True, False or a dict of pool options, "
             "e.g. {'min_size': 2, 'max_size': 8, 'timeout': 10}"
         )
@@ -58,16 +66,16 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
 
 
 def validate(alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig | None:
-    """Parse and check the pool options of one alias; ImproperlyConfigured when bad."""
+    """Parse and check the pool options of one alias; PoolOptionsError when bad."""
     options = pool_options(alias, settings_dict)
     if options is None:
         return None
     for key, fix in RESERVED_KEYS.items():
         if key in options:
-            raise ImproperlyConfigured(f"{option_path(alias, key)} cannot be set here: {fix}.")
+            raise PoolOptionsError(f"{option_path(alias, key)} cannot be set here: {fix}.")
     pooler = options.get("server_pooler")
     if pooler not in SERVER_POOLERS:
-        raise ImproperlyConfigured(
+        raise PoolOptionsError(
             f"{option_path(alias, 'server_pooler')}={pooler!r}: expected one of "
             f"{', '.join(repr(p) for p in SERVER_POOLERS)} (the pool mode of a PgBouncer or "
             "similar pooler between Django and PostgreSQL, None when there is none)"
@@ -75,10 +83,13 @@ def validate(alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig | None:
     options.setdefault("name", alias)
     try:
         return build_config(
-            options, where=lambda key: option_path(alias, key), extra_keys=DJANGO_KEYS
+            options,
+            where=lambda key: option_path(alias, key),
+            extra_keys=DJANGO_KEYS,
+            refused_keys=frozenset(RESERVED_KEYS),
         )
     except ConfigError as exc:
-        raise ImproperlyConfigured(str(exc)) from exc
+        raise PoolOptionsError(str(exc)) from exc
 
 
 _NOT_WHERE = ("context", "cursor_factory")

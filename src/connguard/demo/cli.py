@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -149,6 +150,19 @@ class Report:
         return bool(ran) and all(r.failures == 0 and not r.problem for r in ran)
 
 
+#: where piped output wraps long messages (at word boundaries): the README table's width
+PLAIN_WIDTH = 100
+
+
+def wrap(text: str, width: int, indent: int = 0, first: int = 0) -> list[str]:
+    """*text* in lines of at most *width* (a word longer than that gets a line of its own,
+    whole), the first line indented by *first*, the others by *indent*."""
+    return textwrap.wrap(
+        text, width, initial_indent=" " * first, subsequent_indent=" " * indent,
+        break_long_words=False, break_on_hyphens=False,
+    ) or [""]  # fmt: skip
+
+
 class Out:
     """Progress lines and tables: rich on a terminal when installed, plain text otherwise."""
 
@@ -167,6 +181,14 @@ class Out:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+    def text(self, text: str, style: str | None = None, indent: int = 0, first: int = 0) -> None:
+        """A message that may be long (an error): wrapped at word boundaries to the terminal
+        (PLAIN_WIDTH when piped), the first line indented by *first*, the others by
+        *indent*."""
+        width = self.console.width if self.console is not None else PLAIN_WIDTH
+        for line in wrap(text, width, indent, first):
+            self.line(line, style)
+
     @contextlib.contextmanager
     def running(self, text: str) -> Iterator[None]:
         if self.console is None:
@@ -176,33 +198,60 @@ class Out:
             yield
 
     def progress(self, row: Row, label: str) -> None:
+        if self.console is not None:
+            for text, style in progress_lines(row, label, self.console.width):
+                self.console.print(text, style=style, markup=False, overflow="ignore", crop=False)
+            return
         width = max(len(text) for text in SCENARIOS.values())
-        if self.console is not None:  # a terminal: keep each result on one line
-            width = max(12, min(width, self.console.width - 68))
-            if len(label) > width:
-                label = label[: width - 1] + "…"
         if row.problem:
-            self.line(
-                f"  {row.engine:<9}  {label:<{width}}  could not run: {row.problem}", "yellow"
-            )
+            prefix = f"  {row.engine:<9}  {label:<{width}}  could not run: "
+            self.text(prefix + row.problem, "yellow", indent=13)
             return
         mark = "ok" if row.failures == 0 else "!!"
-        text = (
-            f"{mark} {row.engine:<9}  {label:<{width}}  {row.requests:>3} req  "
-            f"{row.errors:>2} err  {row.wrong:>2} wrong  {row.lost:>2} lost  peak {row.peak:>2}  "
-            f"{row.seconds:>4.1f} s"
-        )
-        style = "green" if row.failures == 0 else ("red" if row.engine == "connguard" else "yellow")
-        self.line(text, style)
+        self.line(f"{mark} {row.engine:<9}  {label:<{width}}  {_numbers(row, gap='  ')}")
         if row.failures and row.sample:
-            self.line(f"{'':<13}{row.sample}", "dim")
+            self.text(row.sample, "dim", indent=13, first=13)
 
     def table(self, report: Report) -> None:
-        if self.console is not None:
-            self.console.print(_rich_table(report))
-        else:
+        if self.console is None:
             self.stream.write(plain_table(report) + "\n")
             self.stream.flush()
+            return
+        from rich.text import Text
+
+        for segments in table_layout(report, self.console.width):
+            self.console.print(
+                Text.assemble(*segments), no_wrap=True, overflow="ignore", crop=False
+            )
+
+
+def _numbers(row: Row, gap: str) -> str:
+    return gap.join((
+        f"{row.requests:>3} req", f"{row.errors:>2} err", f"{row.wrong:>2} wrong",
+        f"{row.lost:>2} lost", f"peak {row.peak:>2}", f"{row.seconds:>4.1f} s",
+    ))  # fmt: skip
+
+
+def progress_lines(row: Row, label: str, width: int) -> list[tuple[str, str]]:
+    """One scenario's result on a terminal *width* columns wide: ``(text, style)`` lines.
+    The engine is the section's heading; a label too long for the line wraps at word
+    boundaries under itself, never cut; a problem or error text wraps likewise."""
+    style = "green" if row.failures == 0 else ("red" if row.engine == "connguard" else "yellow")
+    if row.problem:
+        text = f"-- {label}: could not run: {row.problem}"
+        return [(text, "yellow") for text in wrap(text, width, indent=3)]
+    numbers = _numbers(row, gap=" ")
+    longest = max(len(text) for text in SCENARIOS.values())
+    room = width - 3 - 2 - len(numbers)
+    words = max(len(word) for word in label.split()) if label.split() else 0
+    label_width = max(min(longest, room), words, 8)
+    parts = wrap(label, label_width)
+    mark = "ok" if row.failures == 0 else "!!"
+    lines = [(f"{mark} {parts[0]:<{label_width}}  {numbers}", style)]
+    lines += [(f"   {part}", style) for part in parts[1:]]
+    if row.failures and row.sample:
+        lines += [(text, "dim") for text in wrap(row.sample, width, indent=3, first=3)]
+    return lines
 
 
 COLUMNS = ("req", "err", "wrong", "lost", "peak")
@@ -216,56 +265,100 @@ def _cells(row: Row | None) -> list[str]:
     return [str(v) for v in (row.requests, row.errors, row.wrong, row.lost, row.peak)]
 
 
+LEGEND = (
+    "req = requests (or operations), err = errors, wrong = another request's result, lost = "
+    "acknowledged writes not in the database, peak = most server connections seen at once"
+)
+
+
+#: the legend as README.md shows it under the table
+README_LEGEND = [
+    "req = requests (or operations), err = errors, wrong = another request's result, lost = "
+    "acknowledged writes",
+    "not in the database, peak = most server connections seen at once",
+]
+
+
 def plain_table(report: Report) -> str:
     """The side-by-side table as plain text (what README.md shows)."""
-    label_width = max([len(SCENARIOS.get(n, n)) for n in report.names()] + [8])
-    widths = (4, 4, 6, 5, 5)
-    half = sum(widths) + len(widths) - 1
-
-    def cols(values: Sequence[str]) -> str:
-        return " ".join(f"{v:>{w}}" for v, w in zip(values, widths, strict=True))
-
-    lines = [
-        f"{'':<{label_width}}   {' stock Django '.center(half, '-')}   {' connguard '.center(half, '-')}",
-        f"{'scenario':<{label_width}}   {cols(COLUMNS)}   {cols(COLUMNS)}",
-    ]
-    for name in report.names():
-        stock = report.rows.get((name, "stock"))
-        cg = report.rows.get((name, "connguard"))
-        label = SCENARIOS.get(name, name)
-        lines.append(f"{label:<{label_width}}   {cols(_cells(stock))}   {cols(_cells(cg))}")
-    lines.append(
-        "req = requests (or operations), err = errors, wrong = another request's "
-        "result, lost = acknowledged writes"
-    )
-    lines.append("not in the database, peak = most server connections seen at once")
-    return "\n".join(lines)
+    return "\n".join("".join(text for text, _ in line) for line in table_layout(report))
 
 
-def _rich_table(report: Report) -> Any:
-    """Two rows per scenario (stock, connguard): fits an 80-column terminal."""
-    from rich.table import Table
+def table_layout(report: Report, width: int | None = None) -> list[list[tuple[str, str]]]:
+    """The side-by-side table (README.md's layout: one row per scenario, stock Django's
+    columns then connguard's), as lines of ``(text, style)`` segments.
 
-    table = Table(title="stock Django vs connguard", title_justify="left")
-    table.add_column("scenario", ratio=1)
-    table.add_column("engine")
-    for col in COLUMNS:
-        table.add_column(col, justify="right")
-    for name in report.names():
-        for engine in ("stock", "connguard"):
+    Without *width*, README.md's table exactly. With one (a terminal's), the same layout
+    fitted to it when it is narrower: columns as narrow as their headers and numbers,
+    scenario names wrapped at word boundaries (never cut), the legend wrapped to the width.
+    """
+    names = report.names()
+    labels = [SCENARIOS.get(n, n) for n in names]
+    label_width = max([len(label) for label in labels] + [8])
+    widths = [4, 4, 6, 5, 5]
+    sep = " "
+    half = sum(widths) + len(sep) * (len(widths) - 1)
+    if width is not None and label_width + 6 + 2 * half > width:
+        cells = [_cells(report.rows.get((n, e))) for n in names for e in ("stock", "connguard")]
+        widths = [
+            max([len(head)] + [len(row[i]) for row in cells]) for i, head in enumerate(COLUMNS)
+        ]
+        half = sum(widths) + len(sep) * (len(widths) - 1)
+        longest_word = max([len(w) for label in labels for w in label.split()] + [8])
+        label_width = max(longest_word, min(label_width, width - 6 - 2 * half))
+
+    def cols(values: Sequence[str], styles: Sequence[str] = ()) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for i, (value, w) in enumerate(zip(values, widths, strict=True)):
+            out.append((sep if i else "", ""))
+            out.append((f"{value:>{w}}", styles[i] if styles else ""))
+        return out
+
+    lines: list[list[tuple[str, str]]] = [
+        [(f"{'':<{label_width}}   {' stock Django '.center(half, '-')}   "
+          f"{' connguard '.center(half, '-')}", "bold")],
+        [(f"{'scenario':<{label_width}}   ", "bold"), *cols(COLUMNS), ("   ", ""), *cols(COLUMNS)],
+    ]  # fmt: skip
+    for name, label in zip(names, labels, strict=True):
+        parts = wrap(label, label_width, indent=2) if width is not None else [label]
+        line: list[tuple[str, str]] = [(f"{parts[0]:<{label_width}}   ", "")]
+        for i, engine in enumerate(("stock", "connguard")):
             row = report.rows.get((name, engine))
-            values = _cells(row)
-            if row is not None and not row.problem:
-                bad = "bold red" if engine == "connguard" else "yellow"
-                for i, n in ((1, row.errors), (2, row.wrong), (3, row.lost)):
-                    values[i] = f"[{bad if n else 'green'}]{values[i]}[/]"
-            label = SCENARIOS.get(name, name) if engine == "stock" else ""
-            table.add_row(label, engine, *values, end_section=engine == "connguard")
-    table.caption = (
-        "err = errors, wrong = another request's result, lost = acknowledged "
-        "writes not in the database, peak = most server connections at once"
-    )
-    return table
+            line += [("   ", "")] if i else []
+            line += cols(_cells(row), _styles(row, engine))
+        lines.append(line)
+        lines += [[(part, "")] for part in parts[1:]]
+    legend = README_LEGEND
+    if width is not None and max(len(text) for text in legend) > width:
+        legend = wrap(LEGEND, width)
+    lines += [[(text, "dim")] for text in legend]
+    return lines
+
+
+def _styles(row: Row | None, engine: str) -> list[str]:
+    """Colours of a row's cells on a terminal: failures red (connguard) or yellow (stock)."""
+    if row is None or row.problem:
+        return ["yellow" if row is not None else ""] * len(COLUMNS)
+    bad = "bold red" if engine == "connguard" else "yellow"
+    failures = (None, row.errors, row.wrong, row.lost, None)
+    return ["" if n is None else (bad if n else "green") for n in failures]
+
+
+PLOT_MISSING = (
+    "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
+)
+
+
+def plot_problem(path: str) -> str | None:
+    """Why ``--plot path`` cannot work, checked before the demo starts; None when it can."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return PLOT_MISSING
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"--plot {path}: the directory {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"--plot {path}: the directory {folder} is not writable"
+    return None
 
 
 def plot(report: Report, path: str) -> str | None:
@@ -276,10 +369,7 @@ def plot(report: Report, path: str) -> str | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return (
-            "--plot needs matplotlib: pip install 'django-connguard[plot]' "
-            "(or pip install matplotlib)"
-        )
+        return PLOT_MISSING
     names = report.names()
     labels = [SCENARIOS.get(n, n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.55 * len(names) + 2.2), sharey=True)
@@ -368,7 +458,7 @@ def _sample(samples: dict[str, int]) -> str:
     text = re.sub(
         r'(connection failed: )?connection to server at "[^"]*", port N failed: ', "", text
     )
-    return text[:100]
+    return textwrap.shorten(text, 300, placeholder=" …")
 
 
 class _Stop(BaseException):
@@ -387,6 +477,10 @@ def run(args: argparse.Namespace) -> int:
     missing = _missing()
     if missing:
         out.line(f"connguard demo needs {', '.join(missing)}: {INSTALL}")
+        return 2
+    problem = plot_problem(args.plot) if args.plot else None
+    if problem:  # before anything starts, not after the whole demo has run
+        print(f"connguard demo: {problem}", file=sys.stderr)
         return 2
     names = list(args.scenarios or SCENARIOS)
     report = Report()
@@ -447,7 +541,7 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
             )
         out.line(f"{where}; {_versions()}")
         if report.skipped:
-            out.line(
+            out.text(
                 "skipped with --dsn, since they restart the server, change its settings or "
                 "terminate its sessions: " + ", ".join(SCENARIOS.get(n, n) for n in report.skipped)
             )
@@ -458,8 +552,9 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
             try:
                 template = harness.prepare_template(server, f"cg_demo_tpl_{uuid.uuid4().hex[:8]}")
             except Exception as exc:
-                out.line(
-                    f"cannot prepare a database on {where}: {' '.join(str(exc).split())[:600]}"
+                out.text(
+                    f"cannot prepare a database on {where}: "
+                    + textwrap.shorten(str(exc), 600, placeholder=" …")
                 )
                 if args.dsn:
                     out.line(
@@ -489,7 +584,9 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
                     except harness.ScenarioUnsupported as exc:
                         row.problem = str(exc)
                     except Exception as exc:  # a process that would not start, a server error
-                        row.problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                        row.problem = textwrap.shorten(
+                            f"{type(exc).__name__}: {exc}", 300, placeholder=" …"
+                        )
                     else:
                         row.requests, row.errors = result.requests, result.errors
                         row.wrong, row.lost = result.wrong, result.lost
@@ -514,7 +611,8 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
             )
         else:
             bad = [SCENARIOS.get(r.name, r.name) for r in cg if r.failures or r.problem]
-            out.line(f"\nconnguard FAILED in: {', '.join(bad)}", "bold red")
+            out.line()
+            out.text(f"connguard FAILED in: {', '.join(bad)}", "bold red")
             if log_root is None:
                 out.line("(run again with --keep-logs to keep every process's log)")
         if log_root is not None:

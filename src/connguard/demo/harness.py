@@ -603,13 +603,18 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int | None, Any, str | No
 
 
 def _short(text: str, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters, cut after a whole word (then ``…``)."""
     line = " ".join(str(text).split())
-    return line[:limit]
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + "…"
 
 
 def _error_key(text: str, limit: int = 160) -> str:
     """An error message as a sample key: one line, numbers (ports, pids, sizes) as N."""
-    return re.sub(r"\d+(?:\.\d+)?", "N", _short(text, 400))[:limit]
+    return _short(re.sub(r"\d+(?:\.\d+)?", "N", _short(text, 400)), limit)
 
 
 @dataclass

@@ -60,9 +60,16 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS) -> None:
         super().__init__(settings_dict, alias)
-        self.connguard_config: PoolConfig | None = (
-            None if alias == NO_DB_ALIAS else pools.validate(alias, settings_dict)
-        )
+        # bad pool options are not raised here: Django makes wrappers while it imports the
+        # models, so every command would die with a traceback; manage.py check reports them
+        # (connguard.E001) and connecting raises them
+        self.connguard_config: PoolConfig | None = None
+        self.connguard_config_error: pools.PoolOptionsError | None = None
+        if alias != NO_DB_ALIAS:
+            try:
+                self.connguard_config = pools.validate(alias, settings_dict)
+            except pools.PoolOptionsError as exc:
+                self.connguard_config_error = exc
         self.connguard_pool: ConnectionPool | None = None  # the pool the connection came from
         self._cg_driver: Driver = get_driver("psycopg" if is_psycopg3 else "psycopg2")
         self._cg_forks = forking.generation
@@ -104,6 +111,8 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
     # -- where connections come from ---------------------------------------------------
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        if self.connguard_config_error is not None:
+            raise self.connguard_config_error
         config = self.connguard_config
         if config is None:
             conn = super().get_new_connection(conn_params)
