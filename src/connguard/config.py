@@ -160,7 +160,7 @@ def _check(key: str, value: Any, where: Callable[[str], str]) -> Any:
     if key == "driver":
         from connguard.drivers.base import Driver
 
-        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2"):
+        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2", "mysqlclient"):
             return value
         raise ConfigError(
             f"{where(key)}={value!r}: unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' "
