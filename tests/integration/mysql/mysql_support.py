@@ -1,0 +1,93 @@
+"""Helpers for the MariaDB integration tests (tests/integration/mysql/).
+
+mysqlclient is imported through the ``mysqldb`` fixture: without it the tests are skipped
+with the reason (they fail instead under ``CI=true``), never broken at import.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from connguard import ConnectionPool
+from connguard.testing.pytest_plugin import in_ci
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mysqldb() -> Any:
+    """The ``MySQLdb`` module (mysqlclient)."""
+    try:
+        import MySQLdb
+    except ImportError as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and mysqlclient is not importable: {exc}")
+        pytest.skip(f"mysqlclient is not importable ({exc}): pip install 'connguard[mysql]'")
+    return MySQLdb
+
+
+@pytest.fixture
+def driver(mysqldb: Any) -> Any:
+    """A fresh ``MysqlclientDriver``."""
+    from connguard.drivers.mysqlclient import MysqlclientDriver
+
+    return MysqlclientDriver()
+
+
+@pytest.fixture
+def make_pool(
+    mariadb: Any, mysqldb: Any, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ConnectionPool]]:
+    """``make_pool(**options)``: a ``driver="mysqlclient"`` pool on the rig's server as the
+    application account; closed after the test."""
+    pools: list[ConnectionPool] = []
+
+    def make(conninfo: str | None = None, **options: Any) -> ConnectionPool:
+        base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+        options.setdefault("name", f"cg-{base[:40]}-{next(_numbers)}")
+        options.setdefault("timeout", 10.0)
+        options.setdefault("driver", "mysqlclient")
+        if conninfo is None:
+            conninfo = mariadb.conninfo(connect_timeout=5)
+        pool = ConnectionPool(conninfo, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def query(conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall()) if cur.description else []
+    finally:
+        cur.close()
+
+
+def scalar(conn: Any, sql: str, params: Any = None) -> Any:
+    return query(conn, sql, params)[0][0]
+
+
+def session_id(conn: Any) -> int:
+    return int(conn.thread_id())
+
+
+def stat(pool: ConnectionPool, key: str) -> int:
+    return int(pool.get_stats()[key])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
