@@ -40,6 +40,22 @@ def driver(mysqldb: Any) -> Any:
     return MysqlclientDriver()
 
 
+def fallback_driver() -> Any:
+    """A ``MysqlclientDriver`` that takes the path used when mysqlclient is built on
+    Oracle's libmysqlclient (no ``mariadb_get_infov``)."""
+    from connguard.drivers.mysqlclient import MysqlclientDriver
+
+    driver = MysqlclientDriver()
+    driver._c = type("NoConnectorC", (), {"get_infov": None})()
+    return driver
+
+
+@pytest.fixture(params=["libmariadb", "libmysqlclient"])
+def pool_driver(request: pytest.FixtureRequest, mysqldb: Any) -> Any:
+    """``"mysqlclient"``, then the same driver on its libmysqlclient path."""
+    return "mysqlclient" if request.param == "libmariadb" else fallback_driver()
+
+
 @pytest.fixture
 def make_pool(
     mariadb: Any, mysqldb: Any, request: pytest.FixtureRequest

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mysql_support import driver, mysqldb, query, scalar, session_id, wait_until
+from mysql_support import driver, fallback_driver, mysqldb, query, scalar, session_id, wait_until
 
 from connguard.drivers import TxStatus, get_driver
 from connguard.testing.mariadb import APP_USER
@@ -116,10 +116,10 @@ def test_transaction_status(driver: Any, mariadb: Any) -> None:
     assert driver.transaction_status(conn) == TxStatus.UNKNOWN
 
 
-def test_transaction_status_without_connector_c(driver: Any, mariadb: Any) -> None:
+def test_transaction_status_without_connector_c(mysqldb: Any, mariadb: Any) -> None:
     """Built on libmysqlclient (no mariadb_get_infov): every checkin rolls back, and the
     status read right after that rollback is idle."""
-    driver._c = type("NoConnectorC", (), {"get_infov": None})()
+    driver = fallback_driver()
     conn = driver.connect("", mariadb.kwargs(), 5)
     try:
         assert driver.transaction_status(conn) == TxStatus.INTRANS
