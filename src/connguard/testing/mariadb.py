@@ -94,7 +94,8 @@ DEFAULT_SETTINGS: Mapping[str, object] = {
 INSTALL_HINT = (
     "install the MariaDB server binaries (no service needs to run) with\n"
     "  apt-get install mariadb-server      (Debian/Ubuntu)\n"
-    f"or point ${ENV_MARIADB_BIN} at the directory holding mariadbd and mariadb-install-db"
+    f"or point ${ENV_MARIADB_BIN} at the directory holding mariadbd (and mariadb-install-db, or\n"
+    "have it in the sibling bin/ or sbin/ directory)"
 )
 
 
@@ -111,26 +112,33 @@ class MariaDBBinaries:
     install_db: Path
 
 
-def _find_one(names: tuple[str, ...], dirs: list[str]) -> Path | None:
+def _find_one(names: tuple[str, ...], dirs: list[str], on_path: bool) -> Path | None:
     for name in names:
+        found = shutil.which(name) if on_path else None
+        if found:
+            return Path(found)
         for folder in dirs:
             candidate = Path(folder) / name
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return candidate
-        found = shutil.which(name)
-        if found:
-            return Path(found)
     return None
 
 
 def find_mariadb_bin() -> MariaDBBinaries:
     """``mariadbd`` and ``mariadb-install-db`` (or their ``mysqld``/``mysql_install_db``
-    names, when they are MariaDB's): in ``$CONNGUARD_MARIADB_BIN`` when set, else on ``PATH``
-    and in ``/usr/sbin`` and its usual siblings. Raises :class:`MariaDBUnavailable`."""
+    names, when they are MariaDB's): in ``$CONNGUARD_MARIADB_BIN`` (or its ``bin``/``sbin``
+    sibling) when set, else on ``PATH`` and in ``/usr/sbin`` and its usual siblings. Raises
+    :class:`MariaDBUnavailable`."""
     explicit = os.environ.get(ENV_MARIADB_BIN)
-    dirs = [explicit] if explicit else list(_SEARCH_DIRS)
-    server = _find_one(_SERVER_NAMES, dirs)
-    install_db = _find_one(_INSTALL_NAMES, dirs)
+    if explicit:  # that directory, and its bin/sbin sibling (Debian splits the two)
+        root = Path(explicit).expanduser()
+        dirs = [str(root)]
+        if root.is_dir():
+            dirs += [str(root.parent / "bin"), str(root.parent / "sbin")]
+    else:
+        dirs = list(_SEARCH_DIRS)
+    server = _find_one(_SERVER_NAMES, dirs, on_path=not explicit)
+    install_db = _find_one(_INSTALL_NAMES, dirs, on_path=not explicit)
     if server is None or install_db is None:
         where = f"${ENV_MARIADB_BIN}={explicit!r}" if explicit else "PATH, " + ", ".join(dirs)
         missing = [
