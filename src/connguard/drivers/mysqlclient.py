@@ -12,6 +12,9 @@ mysqlclient says little about a connection's state; what this driver reads, and 
   then reports every returned connection as in a transaction, so the pool rolls it back (one
   round trip per checkin; ``ROLLBACK`` without a transaction is a no-op), and the status
   read right after that rollback is idle.
+* **Unread data** — a server never speaks unasked: a readable socket at checkin means rows
+  left unread (an ``SSCursor``, a procedure's further result sets) or a session the server
+  ended. Such a connection reads as status unknown, so the pool discards it.
 * **Closed** — after a lost connection (2006, 2013…) the library closes the socket but
   ``fileno()`` still returns the old number, which the kernel may hand to the next socket
   opened, and ``mysql_errno()`` is cleared by the cursor's own cleanup. On libmariadb the
@@ -244,7 +247,7 @@ class MysqlclientDriver(Driver):
         return False
 
     def transaction_status(self, conn: Any) -> int:
-        if self.is_closed(conn):
+        if self.is_closed(conn) or self._unread(conn):
             return TxStatus.UNKNOWN
         if self._c.get_infov is not None:
             try:
@@ -255,6 +258,15 @@ class MysqlclientDriver(Driver):
         if conn.__dict__.pop(self._ROLLED_BACK, False):
             return TxStatus.IDLE
         return TxStatus.INTRANS
+
+    def _unread(self, conn: Any) -> bool:
+        """Bytes wait on the socket of a connection that should be quiet: rows of an
+        unbuffered (``SSCursor``) result or a result set not fetched, or an error packet and
+        end-of-file from a server that ended the session. Either way it is not idle."""
+        try:
+            return bool(self.make_poller(int(conn.fileno())).poll(0))  # type: ignore[union-attr]
+        except Exception:
+            return True
 
     def rollback(self, conn: Any) -> None:
         conn.rollback()

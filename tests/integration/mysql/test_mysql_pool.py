@@ -289,3 +289,22 @@ def test_checkin_rolls_back_an_open_transaction(make_pool, mariadb: Any, pool_dr
             assert scalar(again, "SELECT count(*) FROM pool_rb") == 0
     finally:
         mariadb.execute("DROP TABLE IF EXISTS connguard.pool_rb")
+
+
+def test_unread_rows_at_checkin_discard_the_connection(
+    make_pool, mariadb: Any, mysqldb: Any, pool_driver: Any
+) -> None:
+    """An unbuffered result left half-read leaves the protocol out of sync: the next user
+    would get 2014 (commands out of sync). The pool sees bytes waiting and discards it."""
+    import MySQLdb.cursors
+
+    pool = make_pool(max_size=1, driver=pool_driver)
+    conn = pool.getconn()
+    cur = conn.cursor(MySQLdb.cursors.SSCursor)
+    cur.execute("SELECT seq FROM seq_1_to_100000")
+    cur.fetchone()
+    pool.putconn(conn)
+    assert stat(pool, "returns_bad") == 1
+    with pool.connection() as fresh:
+        assert fresh is not conn
+        assert scalar(fresh, "SELECT 1") == 1

@@ -348,3 +348,20 @@ def test_classification_of_codes(driver: Any, mysqldb: Any) -> None:
     assert not driver.is_role_change(
         op(1290, "The MySQL server is running with the --secure-file-priv option so it ...")
     )
+
+
+def test_connect_to_a_silent_server_is_bounded(driver: Any, mysqldb: Any) -> None:
+    """A listener that accepts (the kernel's backlog) but never greets: connect_timeout,
+    set from the deadline, ends the wait for the greeting."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(mysqldb.OperationalError) as info:
+            driver.connect(f"host=127.0.0.1 port={port} user=x", {}, 1.0)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * 2 + 5, elapsed  # connect_timeout=2 (whole seconds, at least 2)
+    assert driver.is_disconnect(info.value) or driver.is_server_absent(info.value), info.value
