@@ -264,7 +264,8 @@ class MysqlclientDriver(Driver):
         unbuffered (``SSCursor``) result or a result set not fetched, or an error packet and
         end-of-file from a server that ended the session. Either way it is not idle."""
         try:
-            return bool(self.make_poller(int(conn.fileno())).poll(0))  # type: ignore[union-attr]
+            poller = self.make_poller(int(conn.fileno()))
+            return poller is None or bool(poller.poll(0))
         except Exception:
             return True
 
