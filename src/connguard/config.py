@@ -72,7 +72,7 @@ class PoolConfig:
         return out
 
 
-_SECRET_KEYS = {"password", "passfile", "sslpassword", "sslkey"}
+_SECRET_KEYS = {"password", "passwd", "passfile", "sslpassword", "sslkey"}
 _FIELDS = {f.name: f for f in dataclasses.fields(PoolConfig)}
 _DURATIONS = {
     "timeout", "max_lifetime", "max_idle", "ping_interval", "ping_timeout",

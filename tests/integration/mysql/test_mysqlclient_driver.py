@@ -365,3 +365,20 @@ def test_connect_to_a_silent_server_is_bounded(driver: Any, mysqldb: Any) -> Non
         elapsed = time.monotonic() - started
     assert elapsed < 3 * 2 + 5, elapsed  # connect_timeout=2 (whole seconds, at least 2)
     assert driver.is_disconnect(info.value) or driver.is_server_absent(info.value), info.value
+
+
+def test_pool_masks_the_password(mysqldb: Any) -> None:
+    from connguard import ConnectionPool
+
+    pool = ConnectionPool(
+        "mysql://app:s3cret@db.invalid:3306/shop",
+        driver="mysqlclient",
+        kwargs={"passwd": "0ther", "charset": "utf8mb4"},
+        open=False,
+    )
+    try:
+        shown = f"{pool!r} {pool.config.masked()}"
+        assert "s3cret" not in shown and "0ther" not in shown, shown
+        assert "mysql://app:***@db.invalid:3306/shop" in shown
+    finally:
+        pool.close()
