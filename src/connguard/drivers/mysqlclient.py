@@ -14,7 +14,10 @@ mysqlclient says little about a connection's state; what this driver reads, and 
   read right after that rollback is idle.
 * **Unread data** — a server never speaks unasked: a readable socket at checkin means rows
   left unread (an ``SSCursor``, a procedure's further result sets) or a session the server
-  ended. Such a connection reads as status unknown, so the pool discards it.
+  ended; on libmariadb the status word's ``SERVER_MORE_RESULTS_EXIST`` also says a
+  ``CALL``'s results are pending. Such a connection reads as status unknown, so the pool
+  discards it. (Rows of an unbuffered result still in flight at that instant are not seen:
+  close an ``SSCursor`` before returning its connection — its ``close()`` drains it.)
 * **Closed** — after a lost connection (2006, 2013…) the library closes the socket but
   ``fileno()`` still returns the old number, which the kernel may hand to the next socket
   opened, and ``mysql_errno()`` is cleared by the cursor's own cleanup. On libmariadb the
@@ -84,6 +87,7 @@ _INT_KEYS = frozenset(
 )
 _ALIASES = {"dbname": "database", "db": "database", "passwd": "password"}
 _SERVER_STATUS_IN_TRANS = 1
+_SERVER_MORE_RESULTS_EXIST = 8
 _MARIADB_CONNECTION_SERVER_STATUS = 30  # enum mariadb_value, Connector/C 3.x (append-only)
 _MARIADB_CONNECTION_SOCKET = 19
 
@@ -253,6 +257,8 @@ class MysqlclientDriver(Driver):
             try:
                 status = self._c.server_status(conn)
             except Exception:
+                return TxStatus.UNKNOWN
+            if status & _SERVER_MORE_RESULTS_EXIST:  # a CALL's further results unread
                 return TxStatus.UNKNOWN
             return TxStatus.INTRANS if status & _SERVER_STATUS_IN_TRANS else TxStatus.IDLE
         if conn.__dict__.pop(self._ROLLED_BACK, False):

@@ -7,7 +7,10 @@ with the reason (they fail instead under ``CI=true``), never broken at import.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -101,9 +104,48 @@ def stat(pool: ConnectionPool, key: str) -> int:
     return int(pool.get_stats()[key])
 
 
+def no_sessions_left(server: Any, user: str, timeout: float = 10.0) -> None:
+    """Wait until *user* has no session (those of earlier tests, and of forked children,
+    end asynchronously); a test that counts sessions starts from zero."""
+    wait_until(lambda: server.count_connections(user) == 0, timeout=timeout)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(step)
+
+
+def in_child(body: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Run body() in an os.fork() child; return its JSON result, or raise its error here."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(read)
+            result: dict[str, Any] = {"ok": body()}
+        except BaseException as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+            code = 1
+        try:
+            with os.fdopen(write, "w") as out:
+                json.dump(result, out, default=str)
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as inp:
+        data = inp.read()
+    deadline = time.monotonic() + timeout
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("child process hung")
+        time.sleep(0.01)
+    result = json.loads(data)
+    if "error" in result:
+        raise AssertionError(f"child failed: {result['error']}")
+    return result["ok"]

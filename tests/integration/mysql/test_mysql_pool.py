@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from mysql_support import (
+    in_child,
     make_pool,
     mysqldb,
+    no_sessions_left,
     pool_driver,
     query,
     scalar,
@@ -22,7 +24,6 @@ from mysql_support import (
     stat,
     wait_until,
 )
-from test_mysqlclient_driver import in_child
 
 from connguard import PoolUnavailable
 from connguard.drivers.base import TxStatus
@@ -177,6 +178,7 @@ def test_too_many_connections_is_absorbed_within_max_size(make_pool, mariadb: An
     """max_connections=10 (MariaDB's minimum) with 7 sessions held elsewhere: a pool of
     max_size=6 under 8 threads gets 1040 for its 4th connection, holds at what it has and
     queues callers; every request succeeds."""
+    no_sessions_left(mariadb, APP_USER)
     mariadb.set_global(max_connections=10)
     fillers = [mariadb.connect() for _ in range(7)]
     try:
@@ -208,6 +210,7 @@ def test_too_many_connections_is_absorbed_within_max_size(make_pool, mariadb: An
 
 
 def test_flood_never_exceeds_max_size(make_pool, mariadb: Any) -> None:
+    no_sessions_left(mariadb, APP_USER)
     pool = make_pool(max_size=3, timeout=60)
     peak = 0
     stop = threading.Event()
@@ -295,7 +298,8 @@ def test_unread_rows_at_checkin_discard_the_connection(
     make_pool, mariadb: Any, mysqldb: Any, pool_driver: Any
 ) -> None:
     """An unbuffered result left half-read leaves the protocol out of sync: the next user
-    would get 2014 (commands out of sync). The pool sees bytes waiting and discards it."""
+    would get 2014 (commands out of sync). With the server's next rows waiting on the
+    socket, the pool sees them and discards the connection."""
     import MySQLdb.cursors
 
     pool = make_pool(max_size=1, driver=pool_driver)
@@ -303,8 +307,33 @@ def test_unread_rows_at_checkin_discard_the_connection(
     cur = conn.cursor(MySQLdb.cursors.SSCursor)
     cur.execute("SELECT seq FROM seq_1_to_100000")
     cur.fetchone()
+    poller = pool._driver.make_poller(conn.fileno())
+    wait_until(lambda: poller.poll(0), timeout=10)
     pool.putconn(conn)
     assert stat(pool, "returns_bad") == 1
     with pool.connection() as fresh:
         assert fresh is not conn
         assert scalar(fresh, "SELECT 1") == 1
+
+
+def test_unread_procedure_results_at_checkin_discard_the_connection(
+    make_pool, mariadb: Any, pool_driver: Any
+) -> None:
+    """A CALL's second result set not fetched (no nextset()): discarded, not lent out of
+    sync."""
+    mariadb.execute(
+        "CREATE OR REPLACE PROCEDURE connguard.two_results() BEGIN SELECT 1; SELECT 2; END"
+    )
+    try:
+        pool = make_pool(max_size=1, driver=pool_driver)
+        conn = pool.getconn()
+        cur = conn.cursor()
+        cur.execute("CALL two_results()")
+        assert cur.fetchall() == ((1,),)
+        pool.putconn(conn)
+        assert stat(pool, "returns_bad") == 1
+        with pool.connection() as fresh:
+            assert scalar(fresh, "SELECT 3") == 3
+        del cur
+    finally:
+        mariadb.execute("DROP PROCEDURE IF EXISTS connguard.two_results")

@@ -5,54 +5,28 @@ fork without COM_QUIT, and error classification from errors the server really ra
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from mysql_support import driver, fallback_driver, mysqldb, query, scalar, session_id, wait_until
+from mysql_support import (
+    driver,
+    fallback_driver,
+    in_child,
+    mysqldb,
+    query,
+    scalar,
+    session_id,
+    wait_until,
+)
 
 from connguard.drivers import TxStatus, get_driver
 from connguard.testing.mariadb import APP_USER
 
 __all__ = ["driver", "mysqldb"]  # fixtures
-
-
-def in_child(body: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Run body() in an os.fork() child; return its JSON result, or raise its error here."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(read)
-            result: dict[str, Any] = {"ok": body()}
-        except BaseException as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-            code = 1
-        try:
-            with os.fdopen(write, "w") as out:
-                json.dump(result, out, default=str)
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as inp:
-        data = inp.read()
-    deadline = time.monotonic() + timeout
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("child process hung")
-        time.sleep(0.01)
-    result = json.loads(data)
-    if "error" in result:
-        raise AssertionError(f"child failed: {result['error']}")
-    return result["ok"]
 
 
 def test_registered_by_name(mysqldb: Any) -> None:
