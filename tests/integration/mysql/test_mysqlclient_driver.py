@@ -146,6 +146,7 @@ def test_ping_is_bounded_on_a_stalled_server(driver: Any, mariadb: Any, mysqldb:
         assert driver.transaction_status(conn) == TxStatus.IDLE  # the ping opened none
         os.kill(pid, signal.SIGSTOP)
         try:
+            wait_until(lambda: all_threads_stopped(pid), timeout=10)  # a group stop takes time
             started = time.monotonic()
             with pytest.raises(mysqldb.OperationalError, match=r"ping timed out after 0\.50 s"):
                 driver.ping(conn, 0.5)
@@ -154,6 +155,18 @@ def test_ping_is_bounded_on_a_stalled_server(driver: Any, mariadb: Any, mysqldb:
             os.kill(pid, signal.SIGCONT)
     finally:
         driver.close(conn)
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of *pid* is in the stopped state (``T`` in /proc)."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                states.append(stat.read().rsplit(")", 1)[-1].split()[0])
+        except OSError:
+            continue
+    return bool(states) and all(state in ("T", "t") for state in states)
 
 
 def _fork_and_drop(driver: Any, conn: Any, how: str) -> None:
