@@ -5,10 +5,12 @@ KILL CONNECTION by user, stop/start/restart/kill."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from mysql_support import mysqldb, query, scalar, session_id
+from mysql_support import mysqldb, query, scalar, session_id, wait_until
 
 from connguard.testing.mariadb import APP_USER
 
@@ -108,3 +110,23 @@ def test_stop_start_restart_kill(mariadb: Any, mysqldb: Any) -> None:
         assert scalar(conn, "SELECT 1") == 1
     finally:
         conn.close()
+
+
+def test_watchdog_removes_the_server_of_a_killed_test_process(mariadb_server: Any) -> None:
+    """A test process killed outright (SIGKILL: no finalizer runs) leaves no mariadbd and
+    no directory behind: the watchdog sees its pipe close and tears the server down."""
+    script = (
+        "import os, signal\n"
+        "from connguard.testing.mariadb import MariaDBServer\n"
+        "s = MariaDBServer(); s.start()\n"
+        "print(s.pid, s.base_dir, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+    pid_text, base_dir = done.stdout.split()
+    pid = int(pid_text)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30)
+    wait_until(lambda: not os.path.exists(base_dir), timeout=30)
