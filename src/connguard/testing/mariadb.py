@@ -471,10 +471,15 @@ class MariaDBServer:
         """``@@GLOBAL.name``."""
         return self.execute(f"SELECT @@GLOBAL.{_check_name(name)}")[0][0]
 
-    def set_global(self, **values: object) -> None:
-        """``SET GLOBAL name = value`` for each; the first value seen of each is kept for
-        :meth:`reset_globals`. Sessions take ``wait_timeout`` and the like when they start:
-        connections opened before keep their old value."""
+    def set_global(self, name: str, value: object) -> None:
+        """``SET GLOBAL name = value`` (``set_global("wait_timeout", 1)``); the value it had
+        before the first change is kept for :meth:`reset_globals`. Sessions take
+        ``wait_timeout`` and the like when they start: connections opened before keep their
+        old value. MariaDB raises ``max_connections`` below 10 to 10."""
+        self.set_globals(**{name: value})
+
+    def set_globals(self, **values: object) -> None:
+        """:meth:`set_global` for each keyword, on one connection."""
         for name in values:
             _check_name(name)
         conn = self.admin_connection()

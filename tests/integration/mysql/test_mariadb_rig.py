@@ -69,20 +69,20 @@ def test_connections_by_state_and_kill_by_user(mariadb: Any) -> None:
 
 def test_set_global_and_reset(mariadb: Any) -> None:
     before = int(mariadb.get_global("wait_timeout"))
-    mariadb.set_global(wait_timeout=7, max_connections=20)
+    mariadb.set_globals(wait_timeout=7, max_connections=20)
     assert mariadb.globals_changed
     conn = mariadb.connect()
     try:
         assert scalar(conn, "SELECT @@SESSION.wait_timeout") == 7
     finally:
         conn.close()
-    mariadb.set_global(wait_timeout=8)  # the first value seen is what comes back
+    mariadb.set_global("wait_timeout", 8)  # the first value seen is what comes back
     mariadb.reset_globals()
     assert not mariadb.globals_changed
     assert int(mariadb.get_global("wait_timeout")) == before
     assert int(mariadb.get_global("max_connections")) == 100
     with pytest.raises(ValueError, match="not a system variable name"):
-        mariadb.set_global(**{"wait_timeout = 1; DROP": 1})
+        mariadb.set_global("wait_timeout = 1; DROP", 1)
 
 
 def test_stop_start_restart_kill(mariadb: Any, mysqldb: Any) -> None:

@@ -114,7 +114,7 @@ def test_many_children_while_the_parent_queries(make_pool, mariadb: Any) -> None
 
 
 def test_wait_timeout_closed_sessions_are_replaced(make_pool, mariadb: Any) -> None:
-    mariadb.set_global(wait_timeout=1)
+    mariadb.set_global("wait_timeout", 1)
     pool = make_pool(min_size=2, max_size=2)
     pool.wait(10)
     old = set(mariadb.connection_ids(APP_USER))
@@ -179,7 +179,7 @@ def test_too_many_connections_is_absorbed_within_max_size(make_pool, mariadb: An
     max_size=6 under 8 threads gets 1040 for its 4th connection, holds at what it has and
     queues callers; every request succeeds."""
     no_sessions_left(mariadb, APP_USER)
-    mariadb.set_global(max_connections=10)
+    mariadb.set_global("max_connections", 10)
     fillers = [mariadb.connect() for _ in range(7)]
     try:
         pool = make_pool(max_size=6, timeout=60)

@@ -118,7 +118,7 @@ def test_lost_session_is_readable_then_closed(
     does at checkout); after the error the connection reads as closed, though mysqlclient's
     fileno() still returns the old descriptor number."""
     if fault == "wait_timeout":
-        mariadb.set_global(wait_timeout=1)
+        mariadb.set_global("wait_timeout", 1)
     conn = driver.connect("", mariadb.kwargs(), 5)
     try:
         poller = driver.make_poller(driver.fileno(conn))
@@ -268,7 +268,7 @@ def test_error_classification_from_the_server(driver: Any, mariadb: Any, mysqldb
     assert not driver.is_capacity_error(info.value)
     mariadb.start()
     # capacity: max_connections (10 is MariaDB's minimum) taken by this account
-    mariadb.set_global(max_connections=10)
+    mariadb.set_global("max_connections", 10)
     held: list[Any] = []
     try:
         with pytest.raises(mysqldb.OperationalError) as info:
@@ -284,7 +284,7 @@ def test_error_classification_from_the_server(driver: Any, mariadb: Any, mysqldb
     # role change: read_only (the account has no READ_ONLY ADMIN)
     conn = driver.connect("", mariadb.kwargs(), 5)
     try:
-        mariadb.set_global(read_only=1)
+        mariadb.set_global("read_only", 1)
         with pytest.raises(mysqldb.OperationalError) as info:
             query(conn, "CREATE TABLE drv_ro (i INT)")
         assert info.value.args[0] == 1290, info.value
