@@ -149,9 +149,11 @@ class _ConnectorC:
     """``mariadb_get_infov`` of the MariaDB Connector/C that mysqlclient is linked with,
     when it is (None attributes otherwise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.get_infov: Any = None
         self.capsule_pointer: Any = None
+        if not enabled:
+            return
         try:
             lib = ctypes.CDLL(MySQLdb._mysql.__file__)
             get_infov = lib.mariadb_get_infov
@@ -179,6 +181,15 @@ class _ConnectorC:
         ):
             raise MySQLdb.InterfaceError("mariadb_get_infov(SERVER_STATUS) failed")
         return int(value.value)
+
+    def answers(self, conn: Any) -> bool:
+        """Whether this library answers both questions for a freshly opened *conn* (an old
+        Connector/C may know neither item)."""
+        try:
+            self.server_status(conn)
+            return self.socket(conn) == conn.fileno()
+        except Exception:
+            return False
 
     def socket(self, conn: Any) -> int:
         value = ctypes.c_int(-1)
@@ -224,6 +235,8 @@ class MysqlclientDriver(Driver):
         if timeout is not None and "connect_timeout" not in kw:
             kw["connect_timeout"] = max(2, math.ceil(timeout))
         conn = MySQLdb.connect(**kw)
+        if self._c.get_infov is not None and not self._c.answers(conn):
+            self._c = _ConnectorC(enabled=False)  # an older Connector/C: use the other path
         if self._c.get_infov is None:
             with contextlib.suppress(Exception):
                 st = os.fstat(conn.fileno())

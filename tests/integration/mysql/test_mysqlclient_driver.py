@@ -4,6 +4,7 @@ fork without COM_QUIT, and error classification from errors the server really ra
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import signal
@@ -108,6 +109,25 @@ def test_transaction_status_without_connector_c(mysqldb: Any, mariadb: Any) -> N
         assert driver.transaction_status(conn) == TxStatus.UNKNOWN
     finally:
         driver.close(conn)
+
+
+def test_a_connector_c_that_does_not_answer_selects_the_other_path(
+    driver: Any, mariadb: Any
+) -> None:
+    if driver._c.get_infov is None:
+        pytest.skip("mysqlclient is not built on MariaDB Connector/C here")
+    driver._c = copy.copy(driver._c)  # not the process-wide one
+    driver._c.answers = lambda conn: False  # as an old Connector/C would
+    conn = driver.connect("", mariadb.kwargs(), 5)
+    try:
+        assert driver._c.get_infov is None
+        assert driver.transaction_status(conn) == TxStatus.INTRANS
+        driver.rollback(conn)
+        assert driver.transaction_status(conn) == TxStatus.IDLE
+        assert not driver.is_closed(conn)
+    finally:
+        driver.close(conn)
+    assert driver.is_closed(conn)
 
 
 @pytest.mark.parametrize("fault", ["kill", "wait_timeout", "restart"])
