@@ -10,8 +10,9 @@ mysqlclient says little about a connection's state; what this driver reads, and 
   means a transaction is open (``BEGIN``, or a statement on a transactional table while
   autocommit is off). Built on Oracle's ``libmysqlclient`` there is no such call; the driver
   then reports every returned connection as in a transaction, so the pool rolls it back (one
-  round trip per checkin; ``ROLLBACK`` without a transaction is a no-op), and the status
-  read right after that rollback is idle.
+  round trip per checkin; ``ROLLBACK`` without a transaction is a no-op), unless the last
+  thing done through the driver was a commit or rollback: the status read right after one
+  is idle.
 * **Unread data** — a server never speaks unasked: a readable socket at checkin means rows
   left unread (an ``SSCursor``, a procedure's further result sets) or a session the server
   ended; on libmariadb the status word's ``SERVER_MORE_RESULTS_EXIST`` also says a
@@ -216,8 +217,8 @@ class MysqlclientDriver(Driver):
 
     name = "mysqlclient"
     disconnect_errors = (MySQLdb.InterfaceError, OSError)
-    #: the attribute a rollback leaves on a connection when the transaction status cannot be
-    #: read (libmysqlclient): the status read next says idle, once
+    #: the attribute a rollback or commit leaves on a connection when the transaction status
+    #: cannot be read (libmysqlclient): the status read next says idle, once
     _ROLLED_BACK = "_connguard_rolled_back"
     #: where connect() notes the socket's identity when the library cannot say whether the
     #: socket is still open (libmysqlclient): a closed and reused descriptor differs
@@ -291,6 +292,11 @@ class MysqlclientDriver(Driver):
     def rollback(self, conn: Any) -> None:
         conn.rollback()
         if self._c.get_infov is None:
+            setattr(conn, self._ROLLED_BACK, True)
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+        if self._c.get_infov is None:  # no transaction after it either: no rollback needed
             setattr(conn, self._ROLLED_BACK, True)
 
     def ping(self, conn: Any, timeout: float) -> None:

@@ -286,6 +286,9 @@ def test_checkin_rolls_back_an_open_transaction(make_pool, mariadb: Any, pool_dr
         query(conn, "INSERT INTO pool_rb VALUES (1)")
         pool.putconn(conn)  # not committed: rolled back, connection kept
         assert stat(pool, "returns_rolled_back") == 1
+        with pool.connection() as again:  # committed on the way out: nothing to roll back
+            query(again, "SELECT * FROM pool_rb")
+        assert stat(pool, "returns_rolled_back") == 1
         assert mariadb.connections(APP_USER) == {"idle": 1}
         with pool.connection() as again:
             assert again is conn

@@ -101,6 +101,8 @@ def test_transaction_status_without_connector_c(mysqldb: Any, mariadb: Any) -> N
         driver.rollback(conn)
         assert driver.transaction_status(conn) == TxStatus.IDLE
         assert driver.transaction_status(conn) == TxStatus.INTRANS  # once only
+        driver.commit(conn)
+        assert driver.transaction_status(conn) == TxStatus.IDLE
         driver.ping(conn, 5.0)
         mariadb.kill_connections(APP_USER)
         with pytest.raises(Exception):  # noqa: B017
