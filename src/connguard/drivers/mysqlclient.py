@@ -91,6 +91,9 @@ _SERVER_STATUS_IN_TRANS = 1
 _SERVER_MORE_RESULTS_EXIST = 8
 _MARIADB_CONNECTION_SERVER_STATUS = 30  # enum mariadb_value, Connector/C 3.x (append-only)
 _MARIADB_CONNECTION_SOCKET = 19
+# what the driver caches on a connection object (mysqlclient's Connection has a __dict__)
+_NATIVE = "_connguard_native"
+_POLLER = "_connguard_poller"
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -168,9 +171,16 @@ class _ConnectorC:
         self.get_infov, self.capsule_pointer = get_infov, capsule_pointer
 
     def _mysql(self, conn: Any) -> Any:
-        return self.capsule_pointer(
-            conn._get_native_connection(), b"_mysql.connection.native_connection"
-        )
+        """The connection's ``MYSQL *``: it is embedded in the object, so it stays put for
+        the object's life and is looked up once."""
+        attrs = getattr(conn, "__dict__", {})
+        pointer = attrs.get(_NATIVE)
+        if pointer is None:
+            pointer = self.capsule_pointer(
+                conn._get_native_connection(), b"_mysql.connection.native_connection"
+            )
+            attrs[_NATIVE] = pointer
+        return pointer
 
     def server_status(self, conn: Any) -> int:
         value = ctypes.c_uint()
@@ -284,7 +294,12 @@ class MysqlclientDriver(Driver):
         unbuffered (``SSCursor``) result or a result set not fetched, or an error packet and
         end-of-file from a server that ended the session. Either way it is not idle."""
         try:
-            poller = self.make_poller(int(conn.fileno()))
+            fd = int(conn.fileno())
+            attrs = getattr(conn, "__dict__", {})
+            cached = attrs.get(_POLLER)
+            if cached is None or cached[0] != fd:
+                cached = attrs[_POLLER] = (fd, self.make_poller(fd))
+            poller = cached[1]
             return poller is None or bool(poller.poll(0))
         except Exception:
             return True
