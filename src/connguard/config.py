@@ -72,7 +72,7 @@ class PoolConfig:
         return out
 
 
-_SECRET_KEYS = {"password", "passfile", "sslpassword", "sslkey"}
+_SECRET_KEYS = {"password", "passwd", "passfile", "sslpassword", "sslkey"}
 _FIELDS = {f.name: f for f in dataclasses.fields(PoolConfig)}
 _DURATIONS = {
     "timeout", "max_lifetime", "max_idle", "ping_interval", "ping_timeout",
@@ -165,7 +165,7 @@ def _check(key: str, value: Any, where: Callable[[str], str]) -> Any:
     if key == "driver":
         from connguard.drivers.base import Driver
 
-        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2"):
+        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2", "mysqlclient"):
             return value
         raise ConfigError(
             f"{where(key)}={value!r}: unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' "

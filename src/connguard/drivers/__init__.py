@@ -19,4 +19,8 @@ def get_driver(name: str | Driver) -> Driver:
         from connguard.drivers.psycopg2 import Psycopg2Driver
 
         return Psycopg2Driver()
+    if name == "mysqlclient":
+        from connguard.drivers.mysqlclient import MysqlclientDriver
+
+        return MysqlclientDriver()
     raise ValueError(f"unknown driver {name!r}: use 'psycopg' (psycopg 3) or 'psycopg2'")

@@ -121,3 +121,7 @@ def pytest_report_header() -> list[str]:
     except PgBouncerUnavailable as exc:
         lines.append(f"connguard rig: {exc}")
     return lines
+
+
+# The MariaDB rig's fixtures (mariadb_server, mariadb, mariadb_kwargs) live in their own module.
+pytest_plugins = ["connguard.testing.mariadb_plugin"]

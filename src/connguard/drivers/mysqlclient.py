@@ -1,0 +1,364 @@
+"""mysqlclient (``MySQLdb``), for MySQL and MariaDB.
+
+mysqlclient says little about a connection's state; what this driver reads, and how:
+
+* **Transaction status** — the server reports ``SERVER_STATUS_IN_TRANS`` in every OK/EOF
+  packet, and the client library keeps it in ``MYSQL.server_status``; mysqlclient exposes
+  only its autocommit bit. When mysqlclient is built on MariaDB Connector/C (``libmariadb``,
+  as with Debian's and Ubuntu's ``libmariadb-dev``), ``mariadb_get_infov(...,
+  MARIADB_CONNECTION_SERVER_STATUS)`` reads the whole word without a round trip: IN_TRANS set
+  means a transaction is open (``BEGIN``, or a statement on a transactional table while
+  autocommit is off). Built on Oracle's ``libmysqlclient`` there is no such call; the driver
+  then reports every returned connection as in a transaction, so the pool rolls it back (one
+  round trip per checkin; ``ROLLBACK`` without a transaction is a no-op), unless the last
+  thing done through the driver was a commit or rollback: the status read right after one
+  is idle.
+* **Unread data** — a server never speaks unasked: a readable socket at checkin means rows
+  left unread (an ``SSCursor``, a procedure's further result sets) or a session the server
+  ended; on libmariadb the status word's ``SERVER_MORE_RESULTS_EXIST`` also says a
+  ``CALL``'s results are pending. Such a connection reads as status unknown, so the pool
+  discards it. (Rows of an unbuffered result still in flight at that instant are not seen:
+  close an ``SSCursor`` before returning its connection — its ``close()`` drains it.)
+* **Closed** — after a lost connection (2006, 2013…) the library closes the socket but
+  ``fileno()`` still returns the old number, which the kernel may hand to the next socket
+  opened, and ``mysql_errno()`` is cleared by the cursor's own cleanup. On libmariadb the
+  driver asks the library whether it still has a socket (``MARIADB_CONNECTION_SOCKET``); on
+  libmysqlclient it compares the descriptor's device and inode with those noted at connect.
+* **Ping** — ``DO 1`` sent with ``send_query`` and its answer awaited by ``poll`` against a
+  deadline: bounded even when the network swallows packets, no thread, no transaction opened.
+  (``COM_PING`` through ``ping()`` waits for as long as ``read_timeout`` allows, unbounded by
+  default.)
+* **Abandon after fork** — :meth:`Driver.abandon` points the socket at ``/dev/null`` before
+  ``close()``: the ``COM_QUIT`` that mysqlclient sends from ``close()`` and from its
+  deallocator goes nowhere, and the parent's session lives on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import select
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import MySQLdb
+import MySQLdb._mysql
+
+from connguard.drivers.base import Driver, TxStatus, poll_wait
+
+# client (CR_*) and server (ER_*) error codes
+CR_CONNECTION_ERROR = 2002  # can't connect through the socket file / to the host
+CR_CONN_HOST_ERROR = 2003
+CR_SERVER_GONE_ERROR = 2006
+CR_SERVER_LOST = 2013
+CR_SERVER_LOST_EXTENDED = 2055
+ER_CON_COUNT_ERROR = 1040  # Too many connections
+ER_SERVER_SHUTDOWN = 1053
+ER_ABORTING_CONNECTION = 1152
+ER_NET_READ_INTERRUPTED = 1159
+ER_NET_WRITE_INTERRUPTED = 1161
+ER_TOO_MANY_USER_CONNECTIONS = 1203
+ER_USER_LIMIT_REACHED = 1226
+ER_OPTION_PREVENTS_STATEMENT = 1290  # --read-only / --super-read-only
+ER_READ_ONLY_MODE = 1836
+ER_CONNECTION_KILLED = 1927  # MariaDB: KILL CONNECTION while a statement ran
+ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8.0.24+: wait_timeout, said before closing
+
+#: the session is gone (or going): the connection is unusable
+DISCONNECT_CODES = frozenset(
+    {
+        CR_SERVER_GONE_ERROR,
+        CR_SERVER_LOST,
+        CR_SERVER_LOST_EXTENDED,
+        ER_SERVER_SHUTDOWN,
+        ER_ABORTING_CONNECTION,
+        ER_NET_READ_INTERRUPTED,
+        ER_NET_WRITE_INTERRUPTED,
+        ER_CONNECTION_KILLED,
+        ER_CLIENT_INTERACTION_TIMEOUT,
+    }
+)
+#: nobody accepts sessions at the address (refused, no socket file, shutting down)
+ABSENT_CODES = frozenset({CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, ER_SERVER_SHUTDOWN})
+_INT_KEYS = frozenset(
+    {"port", "connect_timeout", "read_timeout", "write_timeout", "client_flag", "local_infile"}
+)
+_ALIASES = {"dbname": "database", "db": "database", "passwd": "password"}
+_SERVER_STATUS_IN_TRANS = 1
+_SERVER_MORE_RESULTS_EXIST = 8
+_MARIADB_CONNECTION_SERVER_STATUS = 30  # enum mariadb_value, Connector/C 3.x (append-only)
+_MARIADB_CONNECTION_SOCKET = 19
+# what the driver caches on a connection object (mysqlclient's Connection has a __dict__)
+_NATIVE = "_connguard_native"
+_POLLER = "_connguard_poller"
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The MySQL error number of a ``MySQLdb.Error`` (``exc.args[0]``), else None."""
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+        return args[0]
+    return None
+
+
+def parse_conninfo(conninfo: str) -> dict[str, Any]:
+    """``MySQLdb.connect()`` keywords from a URL (``mysql://user:pw@host:3306/db?charset=
+    utf8mb4``) or a keyword string (``host=127.0.0.1 port=3306 user=app database=db``).
+
+    ``dbname``/``db`` mean ``database``, ``passwd`` means ``password``; ports and timeouts
+    become ints; other values stay strings. An empty string gives ``{}``.
+    """
+    text = conninfo.strip()
+    params: dict[str, Any] = {}
+    if not text:
+        return params
+    if "://" in text:
+        url = urlsplit(text)
+        if url.scheme not in ("mysql", "mariadb", "mysql+mysqldb"):
+            raise ValueError(f"not a mysql:// URL: scheme {url.scheme!r}")
+        if url.hostname:
+            params["host"] = url.hostname
+        if url.port:
+            params["port"] = url.port
+        if url.username:
+            params["user"] = unquote(url.username)
+        if url.password is not None:
+            params["password"] = unquote(url.password)
+        if url.path.strip("/"):
+            params["database"] = unquote(url.path.strip("/"))
+        items = parse_qsl(url.query, keep_blank_values=True)
+    else:
+        items = []
+        for word in text.split():
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise ValueError(f"not key=value in a MySQL conninfo: {word!r}")
+            items.append((key, value))
+    for key, value in items:
+        params[_ALIASES.get(key, key)] = value
+    for key in _INT_KEYS & params.keys():
+        try:
+            params[key] = int(params[key])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{key}={params[key]!r} in a MySQL conninfo: expected a whole number"
+            ) from None
+    return params
+
+
+class _ConnectorC:
+    """``mariadb_get_infov`` of the MariaDB Connector/C that mysqlclient is linked with,
+    when it is (None attributes otherwise)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.get_infov: Any = None
+        self.capsule_pointer: Any = None
+        if not enabled:
+            return
+        try:
+            lib = ctypes.CDLL(MySQLdb._mysql.__file__)
+            get_infov = lib.mariadb_get_infov
+        except (OSError, AttributeError):
+            return
+        get_infov.restype = ctypes.c_char
+        get_infov.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        capsule_pointer.restype = ctypes.c_void_p
+        capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        self.get_infov, self.capsule_pointer = get_infov, capsule_pointer
+
+    def _mysql(self, conn: Any) -> Any:
+        """The connection's ``MYSQL *``: it is embedded in the object, so it stays put for
+        the object's life and is looked up once."""
+        attrs = getattr(conn, "__dict__", {})
+        pointer = attrs.get(_NATIVE)
+        if pointer is None:
+            pointer = self.capsule_pointer(
+                conn._get_native_connection(), b"_mysql.connection.native_connection"
+            )
+            attrs[_NATIVE] = pointer
+        return pointer
+
+    def server_status(self, conn: Any) -> int:
+        value = ctypes.c_uint()
+        if (
+            self.get_infov(
+                self._mysql(conn), _MARIADB_CONNECTION_SERVER_STATUS, ctypes.byref(value)
+            )
+            != b"\x00"
+        ):
+            raise MySQLdb.InterfaceError("mariadb_get_infov(SERVER_STATUS) failed")
+        return int(value.value)
+
+    def answers(self, conn: Any) -> bool:
+        """Whether this library answers both questions for a freshly opened *conn* (an old
+        Connector/C may know neither item)."""
+        try:
+            self.server_status(conn)
+            return self.socket(conn) == conn.fileno()
+        except Exception:
+            return False
+
+    def socket(self, conn: Any) -> int:
+        value = ctypes.c_int(-1)
+        if (
+            self.get_infov(self._mysql(conn), _MARIADB_CONNECTION_SOCKET, ctypes.byref(value))
+            != b"\x00"
+        ):
+            return -1
+        return int(value.value)
+
+
+_connector: _ConnectorC | None = None
+
+
+def _connector_c() -> _ConnectorC:
+    global _connector
+    if _connector is None:
+        _connector = _ConnectorC()
+    return _connector
+
+
+class MysqlclientDriver(Driver):
+    """mysqlclient on MySQL or MariaDB; see the module docstring for how it reads state."""
+
+    name = "mysqlclient"
+    disconnect_errors = (MySQLdb.InterfaceError, OSError)
+    #: the attribute a rollback or commit leaves on a connection when the transaction status
+    #: cannot be read (libmysqlclient): the status read next says idle, once
+    _ROLLED_BACK = "_connguard_rolled_back"
+    #: where connect() notes the socket's identity when the library cannot say whether the
+    #: socket is still open (libmysqlclient): a closed and reused descriptor differs
+    _SOCKET = "_connguard_socket"
+
+    def __init__(self) -> None:
+        self._c = _connector_c()
+
+    def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
+        # connect_timeout (whole seconds) bounds the TCP connect and the server's greeting;
+        # the authentication exchange after it waits up to read_timeout, which is left to
+        # the caller because it also bounds every later query.
+        kw = parse_conninfo(conninfo)
+        kw.update(kwargs)
+        if timeout is not None and "connect_timeout" not in kw:
+            kw["connect_timeout"] = max(2, math.ceil(timeout))
+        conn = MySQLdb.connect(**kw)
+        if self._c.get_infov is not None and not self._c.answers(conn):
+            self._c = _ConnectorC(enabled=False)  # an older Connector/C: use the other path
+        if self._c.get_infov is None:
+            with contextlib.suppress(Exception):
+                st = os.fstat(conn.fileno())
+                setattr(conn, self._SOCKET, (st.st_dev, st.st_ino))
+        return conn
+
+    def fileno(self, conn: Any) -> int:
+        try:
+            return int(conn.fileno())
+        except Exception:
+            return -1
+
+    def is_closed(self, conn: Any) -> bool:
+        try:
+            if not conn.open or conn.errno() in DISCONNECT_CODES:
+                return True
+            if self._c.get_infov is not None:
+                return self._c.socket(conn) < 0
+            socket = getattr(conn, self._SOCKET, None)
+            if socket is not None:
+                st = os.fstat(conn.fileno())
+                return (st.st_dev, st.st_ino) != socket
+        except Exception:
+            return True
+        return False
+
+    def transaction_status(self, conn: Any) -> int:
+        if self.is_closed(conn) or self._unread(conn):
+            return TxStatus.UNKNOWN
+        if self._c.get_infov is not None:
+            try:
+                status = self._c.server_status(conn)
+            except Exception:
+                return TxStatus.UNKNOWN
+            if status & _SERVER_MORE_RESULTS_EXIST:  # a CALL's further results unread
+                return TxStatus.UNKNOWN
+            return TxStatus.INTRANS if status & _SERVER_STATUS_IN_TRANS else TxStatus.IDLE
+        if conn.__dict__.pop(self._ROLLED_BACK, False):
+            return TxStatus.IDLE
+        return TxStatus.INTRANS
+
+    def _unread(self, conn: Any) -> bool:
+        """Bytes wait on the socket of a connection that should be quiet: rows of an
+        unbuffered (``SSCursor``) result or a result set not fetched, or an error packet and
+        end-of-file from a server that ended the session. Either way it is not idle."""
+        try:
+            fd = int(conn.fileno())
+            attrs = getattr(conn, "__dict__", {})
+            cached = attrs.get(_POLLER)
+            if cached is None or cached[0] != fd:
+                cached = attrs[_POLLER] = (fd, self.make_poller(fd))
+            poller = cached[1]
+            return poller is None or bool(poller.poll(0))
+        except Exception:
+            return True
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+        if self._c.get_infov is None:
+            setattr(conn, self._ROLLED_BACK, True)
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+        if self._c.get_infov is None:  # no transaction after it either: no rollback needed
+            setattr(conn, self._ROLLED_BACK, True)
+
+    def ping(self, conn: Any, timeout: float) -> None:
+        if self.is_closed(conn):
+            raise MySQLdb.OperationalError(CR_SERVER_GONE_ERROR, "connection is closed")
+        send_query = getattr(conn, "send_query", None)
+        if send_query is None:  # mysqlclient < 2.1: COM_PING, bounded by read_timeout only
+            conn.ping()
+            return
+        fd = self._c.socket(conn) if self._c.get_infov is not None else self.fileno(conn)
+        deadline = time.monotonic() + timeout
+        send_query(b"DO 1")
+        if not poll_wait(fd, select.POLLIN, deadline - time.monotonic()):
+            raise MySQLdb.OperationalError(CR_SERVER_LOST, f"ping timed out after {timeout:.2f} s")
+        conn.read_query_result()
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    # -- error classification --------------------------------------------------------------
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """The connection is unusable: the session was lost, killed, timed out or shut
+        down (2006, 2013, 2055, 4031, 1927, 1053, …), or the connection was closed."""
+        if error_code(exc) in DISCONNECT_CODES:
+            return True
+        return isinstance(exc, self.disconnect_errors)
+
+    def is_capacity_error(self, exc: BaseException) -> bool:
+        """The server is up but has no session for us: ``Too many connections`` (1040) or
+        the account's ``max_user_connections`` (1203, 1226)."""
+        code = error_code(exc)
+        if code in (ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS):
+            return True
+        return code == ER_USER_LIMIT_REACHED and "max_user_connections" in str(exc)
+
+    def is_server_absent(self, exc: BaseException) -> bool:
+        """Nothing accepts sessions at the address: refused or no socket file (2002, 2003),
+        or the server is shutting down (1053)."""
+        return error_code(exc) in ABSENT_CODES
+
+    def is_role_change(self, exc: BaseException) -> bool:
+        """The server no longer takes writes: ``read_only`` / ``super_read_only`` (1290
+        naming it, e.g. after a failover demoted it) or InnoDB read-only mode (1836)."""
+        code = error_code(exc)
+        if code == ER_READ_ONLY_MODE:
+            return True
+        text = str(exc).lower()
+        return code == ER_OPTION_PREVENTS_STATEMENT and ("read-only" in text or "read_only" in text)
