@@ -469,7 +469,13 @@ class ConnectionPool:
         origin = short_stack(skip=3, limit=6)
         try:
             if self._connect_fn is not None:
-                conn = self._connect_fn(self.config.conninfo, **self.config.kwargs)
+                # the same bound and TCP defaults as the driver's own connect
+                conn = self._connect_fn(
+                    self.config.conninfo,
+                    **self._driver.connect_params(
+                        self.config.conninfo, dict(self.config.kwargs), timeout
+                    ),
+                )
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
             if self.config.configure is not None:
