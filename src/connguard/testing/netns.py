@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 
 from connguard.testing import _netns_teardown
@@ -207,11 +207,14 @@ class Netns:
                 ports.add(remote_port)
         return sorted(ports)
 
-    def drop_established(self, server_port: int) -> list[int]:
-        """Silence every TCP flow established to *server_port* now, both ways; connections
-        opened afterwards still work. Returns the client ports dropped (the rules are
-        replaced: the flows dropped before stay dropped)."""
-        ports = sorted(set(self._dropped) | set(self.established_ports(server_port)))
+    def drop_established(self, server_port: int, only: Collection[int] | None = None) -> list[int]:
+        """Silence every TCP flow established to *server_port* now (or those of them whose
+        client port is in *only*), both ways; connections opened afterwards still work.
+        Returns the client ports dropped (flows dropped before stay dropped)."""
+        now = set(self.established_ports(server_port))
+        if only is not None:
+            now &= set(only)
+        ports = sorted(set(self._dropped) | now)
         self._dropped = ports
         if not ports:
             return []
