@@ -232,3 +232,21 @@ def test_statement_in_flight_fails_within_the_tcp_bound_and_runs_once(
     assert netns_pg.execute("SELECT count(*) FROM cg_net WHERE token = %s", [token])[0][0] == 1
     # and new requests work at once
     assert requests(pool, 6) == []
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_one_unanswered_ping_retires_the_idle_connections_silent_as_long(
+    make_pool: Any, dropper: rig.Netns, netns_pg: rig.NetnsPostgresServer, driver: str
+) -> None:
+    # a NAT gateway forgot every idle flow: the first ping that times out condemns the
+    # connections idle at least as long, so the caller waits one ping_timeout, not three
+    pool = make_pool(driver, max_size=3, ping_interval=0.2, ping_timeout=1.0)
+    open_idle(pool, 3)
+    assert len(dropper.drop_established(netns_pg.port)) >= 3
+    time.sleep(0.3)
+    pings = stat(pool, "pings")
+    with pool.connection() as conn:
+        assert scalar(conn, "SELECT 1") == 1
+    assert stat(pool, "pings") - pings == 1
+    assert stat(pool, "connections_lost") == 3
+    assert requests(pool, 12) == []

@@ -99,6 +99,16 @@ def libpq_connect_params(
     return out
 
 
+#: how the drivers' ping() says the server did not answer within its timeout
+PING_TIMEOUT_MESSAGE = "ping timed out"
+
+
+def is_ping_timeout(exc: BaseException) -> bool:
+    """*exc* is a ping that got no answer in time (as opposed to one the server refused or a
+    socket already closed): the network path may be dead."""
+    return str(exc).startswith(PING_TIMEOUT_MESSAGE)
+
+
 def _devnull() -> int:
     global _devnull_fd
     if _devnull_fd is None:
