@@ -1762,8 +1762,8 @@ def _scenario_silent_drop(h: Harness, settings: dict[str, Any], result: Result) 
                     result.notes.append("no connection of the app was open to drop")
                 time.sleep(2.5)
                 with nh.monitor() as mon:
-                    load = nh.load(srv, mixed_paths(nh.size(40)), concurrency=4, timeout=12,
-                                   deadline=25)
+                    load = nh.load(srv, mixed_paths(nh.size(40)), concurrency=4, timeout=10,
+                                   deadline=15)
                 result.add_load(load)
                 result.peak_server_connections = mon.peak
                 result.lost = nh.lost_writes(load.acked_tokens)
