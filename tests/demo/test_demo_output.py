@@ -85,3 +85,15 @@ def test_plot_without_matplotlib_says_how_to_get_it(
     assert cli.plot(report(), str(tmp_path / "x.png")) == (
         "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
     )
+
+
+def test_silent_drop_is_skipped_with_the_reason_where_namespaces_are_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connguard.demo import harness
+    from connguard.testing import netns
+
+    assert "silent_drop" in cli.SCENARIOS
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert harness.unavailable_here("silent_drop") == "network namespaces need root"
+    assert harness.unavailable_here("restart") is None

@@ -66,7 +66,7 @@ def unavailable_reason() -> str | None:
     if not sys.platform.startswith("linux"):
         return "network namespaces need Linux"
     if os.geteuid() != 0:
-        return "network namespaces need root (run the tests as root, or in CI)"
+        return "network namespaces need root"
     missing = [tool for tool in ("ip", "nft", "setpriv") if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not installed (apt-get install iproute2 nftables util-linux)"
