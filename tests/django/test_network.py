@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ import django
 
 django.setup()
 
-from django.db.utils import ConnectionHandler  # noqa: E402
+from django.db.utils import ConnectionHandler, OperationalError  # noqa: E402
 
 from connguard import PoolUnavailable  # noqa: E402
 from connguard.backends import pools  # noqa: E402
@@ -106,5 +108,107 @@ def test_connections_get_tcp_keepalives_unless_options_say(
         wrapper.ensure_connection()
         assert _socket_options(wrapper.connection) == {**TCP_DEFAULTS, **expected}
     finally:
+        handler.close_all()
+        pools.close_pools(alias="default")
+
+
+# -- a silent drop on real kernel TCP (PostgreSQL in a network namespace) -------------------
+
+# small TCP bounds in OPTIONS (the user's settings win over connguard's defaults)
+FAST_TCP = {"keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 2,
+            "tcp_user_timeout": 2000}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def netns_pg() -> Iterator[Any]:
+    from connguard.testing import netns as rig
+    from connguard.testing.pytest_plugin import in_ci
+
+    reason = rig.unavailable_reason()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"CI=true and network namespaces are unavailable: {reason}")
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    with rig.Netns() as ns:
+        server = rig.NetnsPostgresServer(ns)
+        try:
+            server.start()
+            server.execute("CREATE TABLE IF NOT EXISTS cg_net (token text)")
+            yield server
+        finally:
+            server.cleanup()
+
+
+def test_django_statement_in_flight_fails_within_the_bound_once_then_requests_work(
+    netns_pg: Any,
+) -> None:
+    handler = handler_for(
+        netns_pg.host, netns_pg.port, netns_pg.user, pool={"ping_interval": 0.2,
+        "ping_timeout": 0.5}, **FAST_TCP,
+    )  # fmt: skip
+    wrapper = handler["default"]
+    token = uuid.uuid4().hex
+    try:
+        wrapper.ensure_connection()
+
+        def drop_when_active() -> None:  # Django's connection stays in the test's thread
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                active = netns_pg.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE query LIKE 'INSERT INTO cg_net%%' AND state = 'active'"
+                )[0][0]
+                if active:
+                    netns_pg.netns.drop_established(netns_pg.port)
+                    return
+                time.sleep(0.02)
+
+        dropper = threading.Thread(target=drop_when_active, daemon=True)
+        dropper.start()
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as info, wrapper.cursor() as cursor:
+            cursor.execute("INSERT INTO cg_net SELECT %s FROM pg_sleep(1.5) RETURNING 1", [token])
+        took = time.monotonic() - started
+        dropper.join(10)
+        assert "timed out" in str(info.value).lower(), info.value
+        assert took < 20  # the bound: ~1.5 s + ~2 s (keepalive 1 s + 1 s); generous
+        # the server ran it once; Django did not run it again
+        time.sleep(1.5)
+        count = netns_pg.execute("SELECT count(*) FROM cg_net WHERE token = %s", [token])
+        assert count == [(1,)]
+        # end of that request; the next ones get a fresh connection
+        wrapper.close_if_unusable_or_obsolete()
+        for _ in range(5):
+            wrapper.close_if_unusable_or_obsolete()
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone() == (1,)
+            wrapper.close_if_unusable_or_obsolete()
+    finally:
+        netns_pg.netns.restore()
+        handler.close_all()
+        pools.close_pools(alias="default")
+
+
+def test_django_requests_after_an_idle_drop_see_no_error(netns_pg: Any) -> None:
+    handler = handler_for(
+        netns_pg.host, netns_pg.port, netns_pg.user,
+        pool={"ping_interval": 0.2, "ping_timeout": 0.5}, **FAST_TCP,
+    )  # fmt: skip
+    wrappers = [handler["default"]]
+    try:
+        wrapper = wrappers[0]
+        wrapper.ensure_connection()
+        wrapper.close_if_unusable_or_obsolete()  # back to the pool, idle
+        assert netns_pg.netns.drop_established(netns_pg.port)
+        time.sleep(0.3)
+        for _ in range(10):
+            wrapper.close_if_unusable_or_obsolete()
+            with wrapper.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchone() == (1,)
+            wrapper.close_if_unusable_or_obsolete()
+    finally:
+        netns_pg.netns.restore()
         handler.close_all()
         pools.close_pools(alias="default")
