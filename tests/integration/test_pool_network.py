@@ -154,3 +154,24 @@ def test_the_users_own_tcp_settings_win(pg: Any, make_pool, driver: str) -> None
     off = make_pool(conninfo=pg.conninfo(keepalives=0, connect_timeout=5), driver=driver)
     with off.connection() as conn:
         assert socket_options(fileno(conn))["keepalives"] == 0
+
+
+def test_a_shorter_connect_timeout_of_the_users_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connguard.drivers import get_driver
+
+    for name in DRIVERS:
+        driver = get_driver(name)
+
+        def bound(conninfo: str, kwargs: dict[str, Any], timeout: float, d: Any = driver) -> Any:
+            return d.connect_params(conninfo, kwargs, timeout).get("connect_timeout", "own")
+
+        assert bound("connect_timeout=3", {}, 8.5) == "own"  # shorter: the conninfo's stands
+        assert bound("connect_timeout=30", {}, 8.5) == 8
+        assert bound("connect_timeout=0", {}, 8.5) == 8  # 0 is "wait forever" in libpq
+        assert bound("", {"connect_timeout": 4}, 0.3) == 2  # libpq's minimum
+        assert bound("", {"connect_timeout": 3}, 9.0) == 3
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", "5")
+        assert bound("", {}, 8.5) == "own"
+        assert bound("", {}, 30.0) == "own"
+        assert bound("", {}, 3.0) == 3
+        monkeypatch.delenv("PGCONNECT_TIMEOUT")

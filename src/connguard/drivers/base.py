@@ -86,11 +86,17 @@ def libpq_connect_params(
 ) -> dict[str, Any]:
     """*kwargs* plus what connguard adds to a libpq connection: ``connect_timeout`` bounded
     by *timeout* (the smaller of the user's and the bound), and each of :data:`TCP_DEFAULTS`
-    that the user did not set. *given* holds the keywords already in the conninfo string."""
+    that the user did not set. *given* holds the keywords already in the conninfo string; a
+    ``connect_timeout`` from ``$PGCONNECT_TIMEOUT`` counts as the user's too."""
     out = dict(kwargs)
     if timeout is not None:
-        own = out.get("connect_timeout", given.get("connect_timeout"))
-        out["connect_timeout"] = bounded_connect_timeout(own, connect_timeout_seconds(timeout))
+        own = out.get(
+            "connect_timeout",
+            given.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT")),
+        )
+        bounded = bounded_connect_timeout(own, connect_timeout_seconds(timeout))
+        if bounded is not own or "connect_timeout" in out:  # else the user's stands as it is
+            out["connect_timeout"] = bounded
     for key, value in TCP_DEFAULTS.items():
         if key == "tcp_user_timeout" and libpq_version < 120000:
             continue  # libpq 11 and older do not know it
