@@ -175,3 +175,15 @@ def test_a_shorter_connect_timeout_of_the_users_is_kept(monkeypatch: pytest.Monk
         assert bound("", {}, 30.0) == "own"
         assert bound("", {}, 3.0) == 3
         monkeypatch.delenv("PGCONNECT_TIMEOUT")
+
+
+def test_django_options_win_over_the_pools_additions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connguard.drivers.base import with_pool_params
+
+    added = {"connect_timeout": 2, **TCP_DEFAULTS}
+    assert with_pool_params({"host": "h"}, added) == {"host": "h", **added}
+    mine = {"keepalives_idle": 60, "connect_timeout": 1}
+    assert with_pool_params(mine, added) == {**added, **mine}
+    assert with_pool_params({"connect_timeout": 30}, added)["connect_timeout"] == 2
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "1")
+    assert "connect_timeout" not in with_pool_params({}, added)  # libpq reads the shorter 1

@@ -105,6 +105,24 @@ def libpq_connect_params(
     return out
 
 
+def with_pool_params(params: Mapping[str, Any], pool_params: Mapping[str, Any]) -> dict[str, Any]:
+    """*params* (the user's own connect() keywords, e.g. Django's) completed with what the pool
+    adds (:meth:`Driver.connect_params` of no keywords: the ``connect_timeout`` bound and
+    :data:`TCP_DEFAULTS`): the user's values win, except a ``connect_timeout`` (theirs or
+    ``$PGCONNECT_TIMEOUT``) longer than the bound."""
+    out = dict(params)
+    extra = dict(pool_params)
+    bound = extra.pop("connect_timeout", None)
+    for key, value in extra.items():
+        out.setdefault(key, value)
+    if bound is not None:
+        own = out.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT"))
+        bounded = bounded_connect_timeout(own, bound)
+        if bounded is not own or "connect_timeout" in out:
+            out["connect_timeout"] = bounded
+    return out
+
+
 #: how the drivers' ping() says the server did not answer within its timeout
 PING_TIMEOUT_MESSAGE = "ping timed out"
 

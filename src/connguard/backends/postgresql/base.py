@@ -37,7 +37,7 @@ from connguard.backends import pools
 from connguard.backends.postgresql.creation import DatabaseCreation
 from connguard.config import PoolConfig
 from connguard.drivers import Driver, TxStatus, get_driver
-from connguard.drivers.base import bounded_connect_timeout
+from connguard.drivers.base import with_pool_params
 from connguard.entry import ALWAYS_READABLE
 from connguard.pool import ConnectionPool
 
@@ -151,13 +151,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             # The pool's bound on this attempt (its connect_timeout, or less when the caller's
             # wait ends sooner) and the TCP keepalive defaults: the user's OPTIONS win, except
             # a connect_timeout longer than the bound (docs/network.md).
-            bound = kw.pop("connect_timeout", None)
-            for key, value in kw.items():
-                params.setdefault(key, value)
-            if bound is not None:
-                params["connect_timeout"] = bounded_connect_timeout(
-                    params.get("connect_timeout"), bound
-                )
+            params = with_pool_params(params, kw)
             return postgres.DatabaseWrapper.get_new_connection(connector, params)
 
         pool = ConnectionPool(
