@@ -275,6 +275,8 @@ def _database_dict(db: Database) -> dict[str, Any]:
     data.pop("server")
     data["conninfo"] = mask_conninfo(db.conninfo)
     data["server"] = db.server.address if db.server else None
+    values, mine = client_tcp(db)
+    data["client_tcp"] = {**values, "set": mine, "dead_path_bound": dead_path_bound(values)}
     for key in ("max_lifetime", "max_idle", "conn_max_age"):
         if data[key] == float("inf"):
             data[key] = None
@@ -1326,6 +1328,8 @@ def report_lines(report: Report) -> list[tuple[str, str]]:
     for db in report.databases:
         target = f"{db.server.address}/{db.server.dbname}" if db.server else "?"
         add((f"  {db.alias:<{width}}  {db.describe()} -> {target}", ""))
+        if db.server is None or db.server.via_tcp:
+            add((f"  {'':<{width}}  client TCP: {describe_client_tcp(db)}", ""))
     for need in report.demands:
         if need.formula:
             add(
@@ -1351,6 +1355,92 @@ def report_lines(report: Report) -> list[tuple[str, str]]:
     ]
     add((", ".join(counts), "head"))
     return lines
+
+
+# Linux's defaults when neither the connection nor the system configuration sets them
+_OS_KEEPALIVE = {"keepalives_idle": 7200, "keepalives_interval": 75, "keepalives_count": 9}
+_OS_RETRANSMIT = 924.6  # tcp_retries2 = 15: how long unacknowledged data is retried
+
+
+def client_tcp(db: Database) -> tuple[dict[str, int], list[str]]:
+    """The TCP keepalive and tcp_user_timeout settings db's connections run with, and the
+    keywords of them the user set (the rest: connguard's defaults for a connguard pool, the
+    OS's otherwise; 0 means the OS's value, as in libpq)."""
+    from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict
+
+    from connguard.drivers.base import TCP_DEFAULTS, libpq_connect_params
+
+    try:
+        given = {k: v for k, v in conninfo_to_dict(db.conninfo).items() if v is not None}
+    except Exception:
+        given = {}
+    mine = [k for k in TCP_DEFAULTS if k in given]
+    if db.mode == "connguard pool":
+        given = {**given, **libpq_connect_params(given, {}, None, pq.version())}
+    values: dict[str, int] = {}
+    for key in TCP_DEFAULTS:
+        try:
+            values[key] = int(given.get(key, 1 if key == "keepalives" else 0))
+        except (TypeError, ValueError):
+            values[key] = 0
+    for key, value in _OS_KEEPALIVE.items():
+        if not values[key]:
+            values[key] = _sysctl(key, value)
+    return values, mine
+
+
+def _sysctl(key: str, default: int) -> int:
+    name = {"keepalives_idle": "time", "keepalives_interval": "intvl"}.get(key, "probes")
+    try:
+        return int(Path(f"/proc/sys/net/ipv4/tcp_keepalive_{name}").read_text().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def dead_path_bound(values: Mapping[str, int]) -> float | None:
+    """Seconds after which the kernel reports a silently dropped connection that waits for
+    the server (idle, or a query sent and acknowledged); None: never (keepalives off)."""
+    if not values["keepalives"]:
+        return None
+    idle, interval = values["keepalives_idle"], values["keepalives_interval"]
+    user_timeout = values["tcp_user_timeout"] / 1000
+    if not user_timeout:
+        return float(idle + interval * values["keepalives_count"])
+    # with tcp_user_timeout the kernel gives up at the first probe tick past it (Linux)
+    bound = float(idle + interval)
+    while bound < user_timeout:
+        bound += interval
+    return bound
+
+
+def describe_client_tcp(db: Database) -> str:
+    values, mine = client_tcp(db)
+    if not values["keepalives"]:
+        keepalive = "keepalives off"
+    else:
+        keepalive = (
+            f"keepalive after {values['keepalives_idle']} s idle, every "
+            f"{values['keepalives_interval']} s, {values['keepalives_count']} probes"
+        )
+    user_timeout = values["tcp_user_timeout"]
+    unacked = (
+        f"tcp_user_timeout {_dur(user_timeout / 1000)}" if user_timeout else ("no tcp_user_timeout")
+    )
+    if db.mode == "connguard pool":
+        rest = "connguard's defaults"
+    else:
+        rest = "libpq's and the OS's defaults"
+    source = f"set: {', '.join(mine)}; {rest} for the rest" if mine else rest
+    bound = dead_path_bound(values)
+    found = (
+        "a silently dropped connection is never found while idle"
+        if bound is None
+        else f"a silently dropped connection is found after {_about(bound)}"
+    )
+    if not user_timeout:
+        found += f" ({_about(_OS_RETRANSMIT)} with a statement unacknowledged)"
+    return f"{keepalive}; {unacked} ({source}): {found}"
 
 
 def _describe_pooler(pooler: Pooler | None) -> str:

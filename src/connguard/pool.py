@@ -43,6 +43,7 @@ from typing import Any
 from connguard import forking
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.drivers.base import is_ping_timeout
 from connguard.entry import (
     Entry,
     Lease,
@@ -439,7 +440,10 @@ class ConnectionPool:
                     "pool %r: %s is dead (%s); replacing it",
                     self.name, entry.describe(), _one_line(exc),
                 )  # fmt: skip
+                silent_since = entry.last_used
                 self._retire(entry, "connections_lost")
+                if is_ping_timeout(exc):
+                    self._retire_silent(silent_since)
                 return False
             except BaseException:  # interrupted mid-ping: its protocol state is unknown
                 self._retire(entry, "connections_lost")
@@ -457,6 +461,24 @@ class ConnectionPool:
                 raise
         return True
 
+    def _retire_silent(self, since: float) -> None:
+        """A ping went unanswered: the path to the server may be dead (a NAT gateway, a load
+        balancer or a firewall that dropped the flows without a word). The idle connections
+        silent at least as long share that fate: retire them now, instead of making the
+        caller wait ``ping_timeout`` for each of them in turn (docs/network.md)."""
+        with self._lock:
+            suspects = [
+                e for e in list(self._idle) if e.last_used <= since and _take(self._idle, e)
+            ]
+        if not suspects:
+            return
+        logger.info(
+            "pool %r: a ping timed out; closing %d more idle connection(s) silent as long "
+            "without pinging each", self.name, len(suspects),
+        )  # fmt: skip
+        for entry in suspects:
+            self._retire(entry, "connections_lost")
+
     # -- opening connections --------------------------------------------------------------
 
     def _open_connection(self, deadline: float | None) -> Entry | None:
@@ -469,7 +491,13 @@ class ConnectionPool:
         origin = short_stack(skip=3, limit=6)
         try:
             if self._connect_fn is not None:
-                conn = self._connect_fn(self.config.conninfo, **self.config.kwargs)
+                # the same bound and TCP defaults as the driver's own connect
+                conn = self._connect_fn(
+                    self.config.conninfo,
+                    **self._driver.connect_params(
+                        self.config.conninfo, dict(self.config.kwargs), timeout
+                    ),
+                )
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
             if self.config.configure is not None:

@@ -89,11 +89,15 @@ def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
         [venv / "bin" / "connguard", "demo", "--quick", "--no-color"],
         env=env,
         cwd=tmp_path,
-        timeout=300,
+        timeout=420,
     )
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output
-    assert "connguard: zero failures in 7 scenario(s)" in output, output
+    # the silent drop runs where network namespaces can be made (root, ip, nft)
+    from connguard.demo import harness
+
+    scenarios = 8 if harness.unavailable_here("silent_drop") is None else 7
+    assert f"connguard: zero failures in {scenarios} scenario(s)" in output, output
     # the stock backend fails in the deterministic scenarios (the fork races are likely,
     # not certain, in a quick run)
     for label in (
@@ -101,10 +105,11 @@ def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
         "pg_terminate_backend() every backend",
         "100 slow requests, max_connections=20",
         "long task idle past the timeout",
+        *(["network silently drops idle connections"] if scenarios == 8 else []),
     ):
         stock = [ln for ln in output.splitlines() if ln.startswith("!! stock") and label in ln]
         assert stock, f"no stock failure for {label!r}:\n{output}"
-    assert "scenario                                 req  err  wrong  lost  peak" in output
+    assert re.search(r"^scenario +req  err  wrong  lost  peak", output, re.M), output
     cluster = re.search(r"a throwaway cluster in (\S+), removed at exit", output)
     assert cluster, output
     assert not Path(cluster[1]).exists(), f"{cluster[1]} was left behind"

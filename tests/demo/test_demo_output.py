@@ -313,3 +313,15 @@ def test_harness_error_samples_are_cut_after_a_whole_word() -> None:
         "This probably means the server terminated abnormally before or while…"
     )
     assert harness._error_key("short, port 5432") == "short, port N"
+
+
+def test_silent_drop_is_skipped_with_the_reason_where_namespaces_are_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from connguard.demo import harness
+    from connguard.testing import netns
+
+    assert "silent_drop" in cli.SCENARIOS
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert harness.unavailable_here("silent_drop") == "network namespaces need root"
+    assert harness.unavailable_here("restart") is None

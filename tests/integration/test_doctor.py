@@ -140,6 +140,8 @@ def test_exact_text_with_idle_session_timeout(
         "Databases\n"
         "  --dsn  connguard pool (min_size 0, max_size 10, max_lifetime 3600 s, max_idle 600 s)"
         f" -> {at}/postgres\n"
+        "         client TCP: keepalive after 30 s idle, every 10 s, 3 probes; tcp_user_timeout "
+        "30 s (connguard's defaults): a silently dropped connection is found after 40 s\n"
         f"  at most 8 connections to {at} (2 workers x 4 (--dsn)); it accepts 97\n"
         "Findings\n"
         f"  WARNING CG101  --dsn: {at} closes sessions idle for 5 s (idle_session_timeout), but "
@@ -174,6 +176,26 @@ def test_default_server_reports_keepalives_and_missing_timeouts(
         "process model unknown: 1 process with 1 thread assumed (give --workers/--threads, "
         "--gunicorn-config, --asgi or --gevent)"
     ]
+
+
+def test_client_tcp_settings_in_effect(
+    pg: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # connguard's defaults, except what the conninfo sets
+    conninfo = pg.conninfo(keepalives_idle=60, tcp_user_timeout=0)
+    _, out = doctor(capsys, "--dsn", conninfo)
+    (line,) = [ln for ln in out.splitlines() if "client TCP:" in ln]
+    assert line == (
+        "         client TCP: keepalive after 60 s idle, every 10 s, 3 probes; no "
+        "tcp_user_timeout (set: keepalives_idle, tcp_user_timeout; connguard's defaults for "
+        "the rest): a silently dropped connection is found after 1 min (15 min with a "
+        "statement unacknowledged)"
+    )
+    _, report = doctor_json(capsys, "--dsn", pg.conninfo())
+    assert report["databases"][0]["client_tcp"] == {
+        "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+        "keepalives_count": 3, "tcp_user_timeout": 30000, "set": [], "dead_path_bound": 40.0,
+    }  # fmt: skip
 
 
 def test_cannot_connect_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,6 +339,19 @@ def test_stock_engine_preload_asgi_and_idle_timeout(pg: PostgresServer, tmp_path
         "but a worker keeps its connection between requests for up to 60 s; the first query "
         "on such a connection fails with 'terminating connection due to idle-session "
         "timeout' (or 'server closed the connection unexpectedly')."
+    )
+
+
+def test_client_tcp_of_the_stock_engine_is_the_os_defaults(pg: PostgresServer) -> None:
+    _, report = manage_doctor(pg, DB_ENGINE=STOCK)
+    tcp = report["databases"][0]["client_tcp"]
+    assert (tcp["keepalives"], tcp["tcp_user_timeout"], tcp["set"]) == (1, 0, [])
+    _, report = manage_doctor(pg, DB_ENGINE=CONNGUARD)
+    tcp = report["databases"][0]["client_tcp"]
+    assert (tcp["keepalives_idle"], tcp["tcp_user_timeout"], tcp["dead_path_bound"]) == (
+        30,
+        30000,
+        40.0,
     )
 
 

@@ -41,6 +41,7 @@ SCENARIOS: dict[str, str] = {
     "terminate": "pg_terminate_backend() every backend",
     "flood_gthread": "100 slow requests, max_connections=20",
     "longtask": "long task idle past the timeout",
+    "silent_drop": "network silently drops idle connections",
 }
 #: Scenarios that restart the server, change its settings or end its sessions: not run on a
 #: server given with --dsn.
@@ -545,6 +546,11 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
                 "skipped with --dsn, since they restart the server, change its settings or "
                 "terminate its sessions: " + ", ".join(SCENARIOS.get(n, n) for n in report.skipped)
             )
+        # scenarios this machine cannot run (silent_drop needs root, ip and nft)
+        unable = {n: r for n in names if (r := harness.unavailable_here(n)) is not None}
+        for name, reason in unable.items():
+            out.line(f"skipped: {SCENARIOS.get(name, name)} ({reason})")
+        names = [n for n in names if n not in unable]
         if not names:
             out.line("nothing to run")
             return 2

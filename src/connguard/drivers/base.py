@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import os
 import select
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -40,6 +42,97 @@ _ABSENT_MESSAGES = (
 )
 
 
+#: libpq keywords every TCP connection gets unless the user set them (conninfo, ``kwargs`` or
+#: Django's ``OPTIONS``): a keepalive probe after 30 s of silence keeps an idle pooled
+#: connection's NAT / load-balancer entry alive (their idle timeouts are 4 min and up: AWS NLB
+#: 350 s, Azure 4 min, GCP 10 min) and, with ``tcp_user_timeout``, a dead path is found by the
+#: kernel within ``keepalives_idle + keepalives_interval`` (40 s) when idle or waiting for a
+#: result, and data the server never acknowledges fails the socket after 30 s — not the
+#: kernel's ~15 min of retransmissions. libpq ignores them on unix sockets. See docs/network.md.
+TCP_DEFAULTS: Mapping[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,  # seconds of silence before the first probe
+    "keepalives_interval": 10,  # seconds between probes
+    "keepalives_count": 3,  # unanswered probes before the kernel gives up
+    "tcp_user_timeout": 30000,  # milliseconds data may stay unacknowledged
+}
+#: libpq and psycopg both read connect_timeout as whole seconds, and take anything under 2 as 2
+LIBPQ_MIN_CONNECT_TIMEOUT = 2
+
+
+def connect_timeout_seconds(bound: float) -> int:
+    """*bound* as libpq's ``connect_timeout``: whole seconds, rounded down so that the attempt
+    ends by the caller's deadline, but never under 2 s, libpq's (and psycopg's) minimum: a
+    bound under 2 s is kept to within 2 s, not better."""
+    return max(LIBPQ_MIN_CONNECT_TIMEOUT, math.floor(bound))
+
+
+def bounded_connect_timeout(own: Any, bound: int) -> Any:
+    """The ``connect_timeout`` to use when the user set *own* (None: not set) and the pool
+    allows *bound* whole seconds: the smaller; *bound* for none or 0 (libpq: wait forever).
+    A value that is not a number is kept, for libpq to reject with its own message."""
+    try:
+        mine = 0 if own is None or str(own).strip() == "" else int(float(own))
+    except ValueError:
+        return own
+    return bound if mine <= 0 or mine > bound else own
+
+
+def libpq_connect_params(
+    given: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    timeout: float | None,
+    libpq_version: int,
+) -> dict[str, Any]:
+    """*kwargs* plus what connguard adds to a libpq connection: ``connect_timeout`` bounded
+    by *timeout* (the smaller of the user's and the bound), and each of :data:`TCP_DEFAULTS`
+    that the user did not set. *given* holds the keywords already in the conninfo string; a
+    ``connect_timeout`` from ``$PGCONNECT_TIMEOUT`` counts as the user's too."""
+    out = dict(kwargs)
+    if timeout is not None:
+        own = out.get(
+            "connect_timeout",
+            given.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT")),
+        )
+        bounded = bounded_connect_timeout(own, connect_timeout_seconds(timeout))
+        if bounded is not own or "connect_timeout" in out:  # else the user's stands as it is
+            out["connect_timeout"] = bounded
+    for key, value in TCP_DEFAULTS.items():
+        if key == "tcp_user_timeout" and libpq_version < 120000:
+            continue  # libpq 11 and older do not know it
+        if key not in out and key not in given:
+            out[key] = value
+    return out
+
+
+def with_pool_params(params: Mapping[str, Any], pool_params: Mapping[str, Any]) -> dict[str, Any]:
+    """*params* (the user's own connect() keywords, e.g. Django's) completed with what the pool
+    adds (:meth:`Driver.connect_params` of no keywords: the ``connect_timeout`` bound and
+    :data:`TCP_DEFAULTS`): the user's values win, except a ``connect_timeout`` (theirs or
+    ``$PGCONNECT_TIMEOUT``) longer than the bound."""
+    out = dict(params)
+    extra = dict(pool_params)
+    bound = extra.pop("connect_timeout", None)
+    for key, value in extra.items():
+        out.setdefault(key, value)
+    if bound is not None:
+        own = out.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT"))
+        bounded = bounded_connect_timeout(own, bound)
+        if bounded is not own or "connect_timeout" in out:
+            out["connect_timeout"] = bounded
+    return out
+
+
+#: how the drivers' ping() says the server did not answer within its timeout
+PING_TIMEOUT_MESSAGE = "ping timed out"
+
+
+def is_ping_timeout(exc: BaseException) -> bool:
+    """*exc* is a ping that got no answer in time (as opposed to one the server refused or a
+    socket already closed): the network path may be dead."""
+    return str(exc).startswith(PING_TIMEOUT_MESSAGE)
+
+
 def _devnull() -> int:
     global _devnull_fd
     if _devnull_fd is None:
@@ -56,6 +149,15 @@ class Driver:
 
     def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
         raise NotImplementedError
+
+    def connect_params(
+        self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        """The keywords to connect with: *kwargs* plus the connect bound (*timeout* seconds,
+        the smaller of the pool's ``connect_timeout`` and the caller's remaining wait) and the
+        TCP keepalive defaults, in the driver's terms. The pool passes them to a ``connect``
+        callable too. This base adds nothing."""
+        return dict(kwargs)
 
     def fileno(self, conn: Any) -> int:
         """The socket's file descriptor, or -1 when there is none."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import select
 import time
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 from psycopg import pq
 
-from connguard.drivers.base import Driver, poll_wait
+from connguard.drivers.base import Driver, libpq_connect_params, poll_wait
 
 
 class PsycopgDriver(Driver):
@@ -21,14 +21,20 @@ class PsycopgDriver(Driver):
         self.connection_class = connection_class or psycopg.Connection
 
     def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
-        kw = dict(kwargs)
-        if (
-            timeout is not None
-            and "connect_timeout" not in kw
-            and "connect_timeout" not in conninfo
-        ):
-            kw["connect_timeout"] = max(2, math.ceil(timeout))
-        return self.connection_class.connect(conninfo, **kw)
+        return self.connection_class.connect(
+            conninfo, **self.connect_params(conninfo, kwargs, timeout)
+        )
+
+    def connect_params(
+        self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        # psycopg 3 enforces connect_timeout itself (its own wait, per host), as libpq does:
+        # whole seconds, at least 2.
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(conninfo) if conninfo else {}
+        except psycopg.Error:
+            given = {}  # a bad conninfo: connect() says so
+        return libpq_connect_params(given, kwargs, timeout, pq.version())
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import threading
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from connguard.drivers.base import Driver, TxStatus
+from connguard.drivers.base import Driver, TxStatus, libpq_connect_params
 
 
 class Psycopg2Driver(Driver):
@@ -20,14 +19,17 @@ class Psycopg2Driver(Driver):
     disconnect_errors = (psycopg2.OperationalError, psycopg2.InterfaceError, OSError)
 
     def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
-        kw = dict(kwargs)
-        if (
-            timeout is not None
-            and "connect_timeout" not in kw
-            and "connect_timeout" not in conninfo
-        ):
-            kw["connect_timeout"] = max(2, math.ceil(timeout))
-        return psycopg2.connect(conninfo, **kw)
+        return psycopg2.connect(conninfo, **self.connect_params(conninfo, kwargs, timeout))
+
+    def connect_params(
+        self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        # libpq enforces connect_timeout (per host): whole seconds, at least 2.
+        try:
+            given = psycopg2.extensions.parse_dsn(conninfo) if conninfo else {}
+        except psycopg2.Error:
+            given = {}  # a bad conninfo: connect() says so
+        return libpq_connect_params(given, kwargs, timeout, psycopg2.extensions.libpq_version())
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)

@@ -37,6 +37,7 @@ from connguard.backends import pools
 from connguard.backends.postgresql.creation import DatabaseCreation
 from connguard.config import PoolConfig
 from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.drivers.base import with_pool_params
 from connguard.entry import ALWAYS_READABLE
 from connguard.pool import ConnectionPool
 
@@ -152,10 +153,14 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         # child names itself), unless the user set one.
         alias = self.alias
 
-        def connect(_conninfo: str, **_kw: Any) -> Any:
+        def connect(_conninfo: str, **kw: Any) -> Any:
             params = dict(conn_params)
             if "application_name" not in params:
                 params["application_name"] = application_name(alias)
+            # The pool's bound on this attempt (its connect_timeout, or less when the caller's
+            # wait ends sooner) and the TCP keepalive defaults: the user's OPTIONS win, except
+            # a connect_timeout longer than the bound (docs/network.md).
+            params = with_pool_params(params, kw)
             return postgres.DatabaseWrapper.get_new_connection(connector, params)
 
         pool = ConnectionPool(
