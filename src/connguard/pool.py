@@ -82,9 +82,10 @@ class _ProbeWait:
 
 
 class _Waiter:
-    """A queued getconn(): granted either a connection entry or a slot to connect with."""
+    """A queued getconn(): granted either a connection entry or a slot to connect with, or
+    told that the breaker is open (``down``: fail fast rather than connect)."""
 
-    __slots__ = ("closed", "entry", "lock", "slot")
+    __slots__ = ("closed", "down", "entry", "lock", "slot")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -92,9 +93,14 @@ class _Waiter:
         self.entry: Entry | None = None
         self.slot = False
         self.closed = False
+        self.down = False
 
     def wake_closed(self) -> None:
         self.closed = True
+        self.lock.release()
+
+    def wake_down(self) -> None:
+        self.down = True
         self.lock.release()
 
     def grant(self, entry: Entry | None) -> None:
@@ -377,6 +383,9 @@ class ConnectionPool:
         self._count("requests_wait_ms", int((monotonic() - started) * 1000))
         if waiter.closed:
             raise PoolClosed(self._closed_message())
+        if waiter.down:
+            with self._lock:
+                raise self._unavailable_error()
         if waiter.slot:
             return None
         return waiter.entry
@@ -751,9 +760,22 @@ class ConnectionPool:
                 return taken
 
     def _grant_slots_locked(self) -> None:
-        """Hand free slots to queued callers so they open connections themselves."""
-        limit = self._limit_locked(monotonic())
+        """Hand free slots to queued callers so they open connections themselves.
+
+        While the breaker is open a free slot is what a new caller would fail fast on: the
+        queued callers do the same, except one that may make the breaker's single connect
+        attempt (as in :meth:`_reserve`)."""
+        now = monotonic()
+        limit = self._limit_locked(now)
         while self._waiters and self._size < limit:
+            if self._down_since is not None:
+                if self._attempt_in_flight or (
+                    now < self._next_attempt
+                    and not (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
+                ):
+                    self._waiters.popleft().wake_down()
+                    continue
+                self._attempt_begin_locked()
             self._size += 1
             self._waiters.popleft().grant(None)
 

@@ -349,3 +349,41 @@ def test_waiters_are_not_stranded_when_a_connect_fails(make_pool, server: FakeSe
     assert len(errors) == 3 and all(isinstance(e, PoolUnavailable) for e in errors)
     server.gate = None
     server.down = False
+
+
+def test_queued_callers_fail_fast_once_the_breaker_opens(make_pool, server: FakeServer) -> None:
+    """A host that swallows connects, max_size=2 and 8 callers: the slots freed by the two
+    failed connects are not handed to queued callers one after another (8 connects, the last
+    caller failing after 8 timeouts): the breaker is open, so they fail fast, and at most one
+    connect attempt is in flight at a time after the first failure."""
+    pool = make_pool(name="q", max_size=2, timeout=30, connect_timeout=1.0)
+    gate = server.hold_connects()  # connects hang until the driver's timeout (1 s)
+    elapsed: list[float] = []
+    errors: list[BaseException] = []
+    peak = 0
+
+    def caller() -> None:
+        started = time.monotonic()
+        try:
+            pool.getconn()
+        except BaseException as exc:
+            errors.append(exc)
+        elapsed.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: server.connecting == 2 and stat(pool, "requests_waiting") == 6)
+    while any(t.is_alive() for t in threads):
+        if stat(pool, "breaker_open"):
+            peak = max(peak, server.connecting)
+        time.sleep(0.002)
+    for t in threads:
+        t.join(10)
+    gate.set()
+    server.gate = None
+    assert len(errors) == 8 and all(isinstance(e, PoolUnavailable) for e in errors), errors
+    # every caller fails within about one connect timeout (today: the last after 4 rounds)
+    assert max(elapsed) < 2.5, sorted(elapsed)
+    assert server.connect_attempts <= 3, server.connect_attempts
+    assert peak <= 2  # the second first-round connect may still be under way
