@@ -60,8 +60,7 @@ def test_queued_callers_fail_within_one_connect_timeout(
 ) -> None:
     pytest.importorskip(driver)
     conninfo = (
-        f"host=127.0.0.1 port={listener.port} user=app dbname=app "
-        f"connect_timeout={CONNECT_TIMEOUT}"
+        f"host=127.0.0.1 port={listener.port} user=app dbname=app connect_timeout={CONNECT_TIMEOUT}"
     )
     pool = ConnectionPool(conninfo, driver=driver, name=f"swallow-{driver}", max_size=2,
                           timeout=60)  # fmt: skip
