@@ -7,7 +7,7 @@ Nothing is sent to the server on an inherited socket: see ``Driver.abandon``.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import weakref
 from typing import Any, Protocol
@@ -16,6 +16,8 @@ from typing import Any, Protocol
 class _ForkAware(Protocol):
     def _after_fork_in_child(self) -> None: ...
 
+
+logger = logging.getLogger("connguard.forking")
 
 _registry: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -32,8 +34,14 @@ def _after_fork_in_child() -> None:
     global generation
     generation += 1
     for obj in list(_registry):
-        with contextlib.suppress(Exception):  # a hook must never break the child
+        try:
             obj._after_fork_in_child()
+        except Exception:  # a hook must never break the child, but must not fail unseen
+            logger.exception(
+                "pool %r: resetting after fork failed in child %d; its connections may be "
+                "shared with the parent, do not use it",
+                getattr(obj, "name", obj), os.getpid(),
+            )  # fmt: skip
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -314,7 +314,8 @@ class ConnectionPool:
         entry.uses += 1
         lease = entry.spare_lease  # filled, then published (see getconn)
         lease.key = key
-        lease.taken_at = now
+        # now, not the caller's start: the wait or connect before it is not holding time
+        lease.taken_at = monotonic()
         lease.thread = get_ident()
         lease.stack = short_stack() if self._leak_threshold else None
         lease.reported = False
@@ -481,12 +482,6 @@ class ConnectionPool:
                 conn = self._connect_fn(self.config.conninfo, **self.config.kwargs)
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
-            if self.config.configure is not None:
-                try:
-                    self.config.configure(conn)
-                except BaseException:
-                    self._driver.close(conn)
-                    raise
         except Exception as exc:
             if self._driver.is_capacity_error(exc):
                 self._server_full(exc)
@@ -500,6 +495,14 @@ class ConnectionPool:
         except BaseException:  # interrupted (gevent.Timeout...): no verdict on the server
             self._release_slot()
             raise
+        if self.config.configure is not None:
+            try:
+                self.config.configure(conn)
+            except BaseException:
+                # the application's error, not the server's: raised as itself, no breaker
+                self._driver.close(conn)
+                self._configure_failed()
+                raise
         now = monotonic()
         if self._pid != os.getpid():  # forked by code that skipped the fork hooks
             self._driver.abandon(conn, self._driver.fileno(conn))
@@ -534,6 +537,17 @@ class ConnectionPool:
         )
         entry.ref = weakref.ref(conn, _collected_callback(self, entry))
         return entry
+
+    def _configure_failed(self) -> None:
+        """configure() raised on a new connection (closed by now): free its slot. The server
+        answered, so a breaker this attempt was probing for closes."""
+        with self._lock:
+            self._size -= 1
+            self._attempt_over_locked()
+            if self._down_since is not None:
+                self._down_since = None
+                self._backoff = 0.0
+            self._grant_slots_locked()
 
     def _server_full(self, exc: BaseException) -> None:
         """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so

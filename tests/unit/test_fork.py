@@ -173,3 +173,28 @@ def test_many_children_in_a_loop(make_pool, server: FakeServer) -> None:
     assert not pids & {c.backend_pid for c in parent_conns}
     assert all(server.received(c) == b"" for c in parent_conns)
     assert server.connects == 2  # the parent never had to reconnect
+
+
+def test_a_failing_fork_hook_is_logged_with_the_pool_name(make_pool, monkeypatch) -> None:
+    pool = make_pool(name="forky")
+
+    def broken() -> None:
+        raise RuntimeError("hook broke")
+
+    monkeypatch.setattr(pool, "_after_fork_in_child", broken)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep()
+    logger = logging.getLogger("connguard.forking")
+    logger.addHandler(handler)
+    try:
+        result = run_in_child(lambda: records)
+    finally:
+        logger.removeHandler(handler)
+    [text] = result["ok"]
+    assert "pool 'forky': resetting after fork failed in child" in text, text
+    assert "RuntimeError: hook broke" in text, text
