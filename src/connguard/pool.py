@@ -26,6 +26,7 @@ Design, in the order a reader needs it:
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -189,6 +190,9 @@ class ConnectionPool:
         self._waiters: deque[_Waiter] = deque()
         self._reclaim: deque[Entry] = deque()
         self._inherited: dict[int, Entry] = {}
+        # entry id -> taken_at of leases whose owner thread exited while something else still
+        # held the connection: reported once as a leak, never reclaimed by the reaper
+        self._orphans: dict[int, float] = {}
         # connections this pool closed or abandoned, so that returning one again is harmless
         self._done: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._generation = 0
@@ -856,7 +860,8 @@ class ConnectionPool:
         return reclaimed
 
     def _reap(self, now: float) -> None:
-        """Reclaim leases whose owner thread died; report those held past leak_threshold."""
+        """Judge leases whose owner thread died (reclaimed when garbage, reported when still
+        held); report those held past leak_threshold."""
         if not self._out:
             return
         threshold = self.config.leak_threshold
@@ -871,22 +876,18 @@ class ConnectionPool:
         # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
         # and the garbage collector's callback reclaims the slot instead
         alive = live_thread_idents()
-        dead: list[tuple[Entry, int, Any]] = []
+        orphans: list[tuple[Entry, Lease, int, float]] = []
         leaks: list[tuple[str, float, int, Any]] = []
         with self._lock:
+            judged, self._orphans = self._orphans, {}
             for entry, lease, thread, taken_at in held:
                 if entry.lease is not lease or lease.thread != thread or lease.taken_at != taken_at:
                     continue  # returned (and perhaps lent again) meanwhile
                 if alive is not None and thread not in alive:
-                    if self._entries.get(entry.id) is not entry:
-                        continue
-                    conn = entry.ref() if entry.ref is not None else None
-                    if conn is not None:
-                        self._done[id(conn)] = conn
-                    self._forget_locked(entry)
-                    self._size += 1  # the slot stays taken until the socket is closed
-                    self._stats["leaks_reclaimed"] += 1
-                    dead.append((entry, thread, conn))
+                    if judged.get(entry.id) == taken_at:
+                        self._orphans[entry.id] = taken_at  # reported already: still held
+                    elif self._entries.get(entry.id) is entry:
+                        orphans.append((entry, lease, thread, taken_at))
                 elif threshold and not lease.reported and now - taken_at > threshold:
                     lease.reported = True
                     self._stats["leaks_detected"] += 1
@@ -897,18 +898,38 @@ class ConnectionPool:
                 "by thread %r; taken at:\n%s",
                 self.name, what, held_for, threshold, thread_name(thread), format_stack(stack),
             )  # fmt: skip
-        if not dead:
-            return
-        for entry, thread, conn in dead:
-            logger.warning(
-                "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
-                self.name, thread_name(thread), entry.describe(),
-            )  # fmt: skip
-            if conn is not None:
-                self._driver.close(conn)
+        if orphans:
+            self._judge_orphans(orphans)
+
+    def _judge_orphans(self, orphans: list[tuple[Entry, Lease, int, float]]) -> None:
+        """Leases whose owner thread has exited. The connection is either garbage (in a
+        reference cycle, say) or still held: handed to another thread (an executor's result,
+        a queue) or kept somewhere. The garbage collector decides, once: what it frees comes
+        back through the weak reference's callback and its slot is reclaimed; what survives
+        is still referenced, so it is reported as a leak and never closed under its holder."""
+        if any(_referenced(entry) for entry, *_ in orphans):
+            gc.collect()
+        self._drain_reclaim()
+        survivors: list[tuple[Entry, Lease, int, float]] = []
         with self._lock:
-            self._size -= len(dead)
-            self._grant_slots_locked()
+            for entry, lease, thread, taken_at in orphans:
+                if (
+                    entry.lease is not lease
+                    or lease.taken_at != taken_at
+                    or self._entries.get(entry.id) is not entry
+                ):
+                    continue  # collected (and reclaimed) or returned meanwhile
+                self._orphans[entry.id] = taken_at
+                self._stats["leaks_detected"] += 1
+                survivors.append((entry, lease, thread, taken_at))
+        for entry, lease, thread, taken_at in survivors:
+            logger.warning(
+                "pool %r: thread %r exited without returning %s, held for %.1f s; it is still "
+                "referenced (handed to another thread, or leaked), so it stays lent and is not "
+                "closed: return it with putconn() when done. Taken at:\n%s",
+                self.name, thread_name(thread), entry.describe(), monotonic() - taken_at,
+                format_stack(lease.stack),
+            )  # fmt: skip
 
     # -- background maintenance ----------------------------------------------------------
 
@@ -1276,6 +1297,11 @@ def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], N
             p._reclaim.append(e)
 
     return collected
+
+
+def _referenced(entry: Entry) -> bool:
+    """The lent connection of *entry* still exists (without keeping a reference to it)."""
+    return entry.ref is not None and entry.ref() is not None
 
 
 def _take(items: list[Entry], entry: Entry) -> bool:
