@@ -53,6 +53,7 @@ from connguard.entry import (
     thread_name,
 )
 from connguard.errors import (
+    AccessDenied,
     ForeignConnection,
     PoolClosed,
     PoolError,
@@ -71,6 +72,12 @@ _INF = math.inf
 # often, off the backoff schedule; a probe whose failure took longer turns this off.
 _ABSENT_PROBE_GAP = 0.005
 _ABSENT_PROBE_COST = 0.1
+# While the server refuses this client (authentication, unknown role or database), connect
+# attempts back off up to this many seconds (or backoff_max, if longer): a wrong password is
+# not hammered, and a corrected one is picked up within this bound.
+_DENIED_BACKOFF = 5.0
+# connection parameter (as Driver.access_denied names it) -> the Django setting holding it
+_DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
 
 
 class _ProbeWait:
@@ -150,6 +157,7 @@ class ConnectionPool:
         config = build_config(settings, where=where) if where else build_config(settings)
         if name is None:
             config = _replace(config, name=f"pool-{next(_pool_numbers)}")
+        self._where: Callable[[str], str] | None = where
         self._setup(config)
         forking.register(self)
         if config.open is not False:
@@ -208,6 +216,7 @@ class ConnectionPool:
         self._last_attempt = 0.0
         self._probe_done: threading.Event | None = None  # set when that attempt ends
         self._absent = False  # the last connect failure said nobody listens, and failed fast
+        self._denied: str | None = None  # ... or the parameter to fix, when the server refused us
         self._backoff = 0.0
         self._reconnect_failed_called = False
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
@@ -590,11 +599,12 @@ class ConnectionPool:
             self._attempt_over_locked()
             self._last_attempt = now
             self._absent = now - started < _ABSENT_PROBE_COST and self._driver.is_server_absent(exc)
+            self._denied = self._driver.access_denied(exc)
             first = self._down_since is None
             if first:
                 self._down_since = now
                 self._stats["breaker_opened"] += 1
-            initial, cap = self.config.backoff_initial, self.config.backoff_max
+            initial, cap = self.config.backoff_initial, self._backoff_cap()
             self._backoff = min(cap, max(initial, self._backoff * 2))
             self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
             down_for = now - self._down_since if self._down_since is not None else 0.0
@@ -604,15 +614,19 @@ class ConnectionPool:
             if call_failed:
                 self._reconnect_failed_called = True
             self._grant_slots_locked()
-        if first:
+        if first and self._denied is not None:
+            logger.error("%s", self._denied_text(message, down_for))
+        elif first:
             logger.warning(
                 "pool %r: cannot connect (%s); failing fast until the database answers again",
                 self.name, message,
             )  # fmt: skip
         if call_failed:
             logger.error(
-                "pool %r: database unreachable for %.1f s (reconnect_timeout=%g s): %s",
-                self.name, down_for, self.config.reconnect_timeout, message,
+                "pool %r: %s for %.1f s (reconnect_timeout=%g s): %s",
+                self.name,
+                "database unreachable" if self._denied is None else "connections refused",
+                down_for, self.config.reconnect_timeout, message,
             )  # fmt: skip
             if self.config.reconnect_failed is not None:
                 try:
@@ -1202,17 +1216,48 @@ class ConnectionPool:
             snapshot=self._snapshot(),
         )
 
-    def _unavailable_error(self, exc: BaseException | None = None) -> PoolUnavailable:
+    def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
         self._stats["requests_errors"] += 1
         self._stats["requests_failed_fast"] += 1
         down = monotonic() - self._down_since if self._down_since is not None else 0.0
         error = _one_line(exc) if exc is not None else self._last_error
+        if self._denied is not None and self._down_since is not None:
+            return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
         return PoolUnavailable(
             f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
             f"({self._state_text()}); the last connect attempt failed with: {error}",
             snapshot=self._snapshot(),
         )
+
+    def _backoff_cap(self) -> float:
+        """backoff_max; or, while the server refuses this client (a configuration error that
+        no retry fixes until someone changes a setting), at least _DENIED_BACKOFF."""
+        cap = self.config.backoff_max
+        return cap if self._denied is None else max(cap, _DENIED_BACKOFF)
+
+    def _denied_text(self, error: str | None, down: float) -> str:
+        """The server answered and refused this client: say so, and what to fix."""
+        return (
+            f"pool {self.name!r}: the database server is reachable but refused the connection "
+            f"({error}). This is a configuration error, not an outage: check "
+            f"{self._connect_setting(self._denied or '')}. Refused for {down:.2f} s; retried "
+            f"with backoff up to {self._backoff_cap():g} s, checkouts fail at once meanwhile"
+        )
+
+    def _connect_setting(self, key: str) -> str:
+        """The setting that holds connection parameter *key*, as the user wrote it."""
+        if key == "pg_hba.conf":
+            return "the server's pg_hba.conf (no line admits this user, database and host)"
+        if self._where is not None and key in _DJANGO_SETTINGS:
+            # a Django alias: where() names OPTIONS['pool'] keys; the parameter sits above it
+            path = self._where(key)
+            cut = path.find("['OPTIONS']")
+            if cut > 0:
+                also = " (and USER)" if key == "password" else ""
+                return f"{path[:cut]}[{_DJANGO_SETTINGS[key]!r}]{also}"
+        also = " (and 'user')" if key == "password" else ""
+        return f"the {key!r}{also} connection parameter (conninfo or kwargs)"
 
     def _closed_message(self) -> str:
         if not self._opened:
