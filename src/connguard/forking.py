@@ -24,6 +24,10 @@ _registry: weakref.WeakSet[Any] = weakref.WeakSet()
 #: bumped in every child: comparing it is a cheaper "did we fork?" than os.getpid()
 generation = 0
 
+#: how many children this process has forked with os.fork() (0 again in each child): a
+#: pre-fork server's master (gunicorn --preload, uWSGI, Celery prefork) says so
+children_forked = 0
+
 
 def register(obj: _ForkAware) -> None:
     """Call ``obj._after_fork_in_child()`` in each child process while *obj* is alive."""
@@ -31,8 +35,9 @@ def register(obj: _ForkAware) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global generation
+    global generation, children_forked
     generation += 1
+    children_forked = 0
     for obj in list(_registry):
         try:
             obj._after_fork_in_child()
@@ -44,4 +49,9 @@ def _after_fork_in_child() -> None:
             )  # fmt: skip
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _after_fork_in_parent() -> None:
+    global children_forked
+    children_forked += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)

@@ -42,6 +42,7 @@ from time import monotonic
 from typing import Any
 
 from connguard import forking
+from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, TxStatus, get_driver
 from connguard.entry import (
@@ -72,6 +73,13 @@ _INF = math.inf
 # often, off the backoff schedule; a probe whose failure took longer turns this off.
 _ABSENT_PROBE_GAP = 0.005
 _ABSENT_PROBE_COST = 0.1
+#: A process that has forked children (a pre-fork server's master: gunicorn --preload, uWSGI,
+#: Celery prefork) and has made no checkout from a pool for this many seconds closes that
+#: pool's idle connections, min_size included, and stops refilling it until its next
+#: checkout: the master serves no requests, so what it opened before forking would otherwise
+#: stay open for ever beside the workers' own. A process that never forks is not affected;
+#: one that forks and keeps using its pool keeps its connections.
+FORKED_PARENT_IDLE = 10.0
 # While the server refuses this client (authentication, unknown role or database), connect
 # attempts back off up to this many seconds (or backoff_max, if longer): a wrong password is
 # not hammered, and a corrected one is picked up within this bound.
@@ -217,6 +225,9 @@ class ConnectionPool:
         self._probe_done: threading.Event | None = None  # set when that attempt ends
         self._absent = False  # the last connect failure said nobody listens, and failed fast
         self._denied: str | None = None  # ... or the parameter to fix, when the server refused us
+        # a forked parent's idle pool (see FORKED_PARENT_IDLE): checkouts counted when last seen
+        self._parked = False
+        self._uses_seen = (-1, 0.0)
         self._backoff = 0.0
         self._reconnect_failed_called = False
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
@@ -345,6 +356,7 @@ class ConnectionPool:
             raise PoolClosed(self._closed_message())
         if self._worker is None:
             self._start_worker_locked()
+        self._parked = False  # used again: min_size applies again
         if self._idle:
             return None  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
@@ -968,6 +980,8 @@ class ConnectionPool:
                 self._grant_slots_locked()  # e.g. the server-full cap just expired
         self._reap(now)
         self._expire_idle(now)
+        if forking.children_forked:
+            self._park_forked_parent(now)
         if self.config.keepalive_interval:
             self._keepalive(now)
         self._fill(now)
@@ -997,6 +1011,28 @@ class ConnectionPool:
         for entry in retire:
             reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
             self._retire(entry, reason)
+
+    def _park_forked_parent(self, now: float) -> None:
+        """This process forked children and has not checked out of this pool for
+        FORKED_PARENT_IDLE seconds: close the idle connections, keep min_size off until the
+        next checkout."""
+        with self._lock:
+            uses = self._retired_uses + sum(e.uses for e in self._entries.values())
+            if uses != self._uses_seen[0]:
+                self._uses_seen = (uses, now)
+                return
+            if self._parked or self._out or now - self._uses_seen[1] < FORKED_PARENT_IDLE:
+                return
+            self._parked = True
+            idle = self._take_all_idle_locked()
+        if idle:
+            logger.info(
+                "pool %r: process %d forked children and has not used this pool for %.0f s; "
+                "closing its %d idle connection(s) (reopened on the next checkout)",
+                self.name, os.getpid(), now - self._uses_seen[1], len(idle),
+            )  # fmt: skip
+        for entry in idle:
+            self._retire(entry, "connections_idle_closed")
 
     def _keepalive(self, now: float) -> None:
         interval = self.config.keepalive_interval
@@ -1031,7 +1067,7 @@ class ConnectionPool:
             with self._lock:
                 if self._closed:
                     return
-                want = self._size < self._min_size or (
+                want = (self._size < self._min_size and not self._parked) or (
                     self._down_since is not None and self._size < self._max_size
                 )
                 if not want:
@@ -1107,10 +1143,14 @@ class ConnectionPool:
             self._retire(entry, "connections_discarded")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pool: idle connections now, lent ones when they are returned.
+        """Close the pool: idle connections now, lent ones as they are returned.
 
-        Waiting callers get PoolClosed; *timeout* bounds the wait for the background thread.
+        Waiting callers get PoolClosed. Waits up to *timeout* seconds for lent connections to
+        come back (each is closed as it does; those the calling thread took itself are not
+        waited for) and for the background thread. A connection still lent after that is
+        logged with its holder and closed when it is returned, never under its holder.
         """
+        deadline = monotonic() + timeout
         with self._lock:
             if self._closed and self._opened:
                 return
@@ -1124,8 +1164,39 @@ class ConnectionPool:
         for entry in idle:
             self._retire(entry, "connections_discarded")
         self._wake.set()
+        if self._pid == os.getpid():
+            self._await_returns(deadline)
         if worker is not None and worker is not threading.current_thread() and worker.is_alive():
-            worker.join(timeout)
+            worker.join(max(0.0, deadline - monotonic()))
+
+    def _await_returns(self, deadline: float) -> None:
+        """close(): wait until the lent connections are back (and closed), or *deadline*."""
+        me = get_ident()
+
+        def others() -> list[tuple[Entry, Lease]]:
+            with self._lock:
+                return [
+                    (e, lease)
+                    for e in self._out.values()
+                    if (lease := e.lease) is not None and lease.thread != me
+                ]
+
+        pause = 0.001
+        while (held := others()) and monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        for entry, lease in held:
+            logger.warning(
+                "pool %r: closed while %s is still lent (held for %.1f s by thread %r); it "
+                "will be closed when it is returned. Taken at:\n%s",
+                self.name, entry.describe(), monotonic() - lease.taken_at,
+                thread_name(lease.thread), format_stack(lease.stack),
+            )  # fmt: skip
+
+    def _close_at_exit(self) -> None:
+        """Interpreter exit (see :mod:`connguard.shutdown`): end this process's sessions."""
+        if self._pid == os.getpid() and not (self._closed and self._opened):
+            self.close(timeout=0.0)
 
     def __enter__(self) -> ConnectionPool:
         return self
