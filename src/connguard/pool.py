@@ -806,20 +806,25 @@ class ConnectionPool:
     def _grant_slots_locked(self) -> None:
         """Hand free slots to queued callers so they open connections themselves.
 
-        While the breaker is open a free slot is what a new caller would fail fast on: the
-        queued callers do the same, except one that may make the breaker's single connect
-        attempt (as in :meth:`_reserve`)."""
+        While the breaker is open a free slot is what a new caller fails fast on: so do the
+        queued callers that only a connect could serve, except one that may make the
+        breaker's single connect attempt (as in :meth:`_reserve`). As many as a lent
+        connection or a background connect may still serve keep waiting, oldest first."""
         now = monotonic()
         limit = self._limit_locked(now)
-        while self._waiters and self._size < limit:
-            if self._down_since is not None:
-                if self._attempt_in_flight or (
-                    now < self._next_attempt
-                    and not (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
-                ):
-                    self._waiters.popleft().wake_down()
-                    continue
+        if self._down_since is not None and self._waiters and self._size < limit:
+            if not self._attempt_in_flight and (
+                now >= self._next_attempt
+                or (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
+            ):
                 self._attempt_begin_locked()
+                self._size += 1
+                self._waiters.popleft().grant(None)
+            servable = len(self._out) + self._filling
+            while len(self._waiters) > servable:
+                self._waiters.pop().wake_down()
+            return
+        while self._waiters and self._size < limit:
             self._size += 1
             self._waiters.popleft().grant(None)
 

@@ -454,3 +454,36 @@ def test_a_refused_client_is_retried_at_a_bounded_rate(make_pool, server: FakeSe
     # 0.05 s doubling: about 5 probes in 1.5 s (with backoff_max=0.05 alone: about 40)
     assert server.connect_attempts <= 8, server.connect_attempts
     server.down = False
+
+
+def test_queued_callers_a_lent_connection_can_serve_keep_waiting(
+    make_pool, server: FakeServer
+) -> None:
+    """Breaker open with a free slot: the queued callers that only a connect could serve
+    fail fast, the newest first; the one a lent connection will serve keeps waiting."""
+    pool = make_pool(max_size=2, timeout=10, backoff_initial=5, backoff_max=5)
+    a, b = pool.getconn(), pool.getconn()
+    results: dict[int, object] = {}
+
+    def wait(i: int) -> None:
+        try:
+            results[i] = pool.getconn()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=wait, args=(i,)))
+        threads[-1].start()
+        wait_until(lambda n=i: stat(pool, "requests_waiting") == n + 1)
+    server.down = True
+    pool.discard(a)  # a slot frees: the oldest caller connects, fails, the breaker opens
+    wait_until(lambda: len(results) == 2, timeout=5)
+    assert isinstance(results[0], PoolUnavailable), results
+    assert isinstance(results[2], PoolUnavailable), results  # only a connect could serve it
+    assert 1 not in results  # b will come back: it waits for it
+    pool.putconn(b)
+    threads[1].join(5)
+    assert results[1] is b
+    pool.putconn(b)
+    server.down = False
