@@ -103,3 +103,28 @@ def test_dropped_connection_frees_its_slot(make_pool, pg: Any, driver: str) -> N
         assert scalar(fresh, "SELECT 1") == 1
     assert stat(pool, "leaks_reclaimed") == 1
     wait_until(lambda: pg.count_connections(application_name=pool.name) == 1)
+
+
+def test_leak_detection_counts_holding_time_not_the_wait(make_pool, driver: str) -> None:
+    """A saturated pool: the second caller waits ~1.6 s for the only connection, then holds
+    it 0.3 s. Only the first one (held 1.6 s) passes leak_threshold=1.0; before, the
+    second was reported too, its lease stamped when it started waiting."""
+    pool = make_pool(driver=driver, max_size=1, leak_threshold=1.0)
+    first_taken = threading.Event()
+
+    def job(hold: float, taken: threading.Event | None = None) -> None:
+        with pool.connection() as conn:
+            if taken is not None:
+                taken.set()
+            scalar(conn, "SELECT 1")
+            time.sleep(hold)
+
+    first = threading.Thread(target=job, args=(1.6, first_taken), name="first")
+    first.start()
+    assert first_taken.wait(10)
+    second = threading.Thread(target=job, args=(0.3,), name="second")
+    second.start()
+    first.join(10)
+    second.join(10)
+    time.sleep(0.3)  # a few more reaper rounds (every leak_threshold / 4)
+    assert stat(pool, "leaks_detected") == 1
