@@ -24,6 +24,7 @@ import atexit
 import logging
 import os
 import sys
+from typing import Any
 
 from connguard import forking
 
@@ -54,21 +55,28 @@ class _Anchor:
 _anchor = _Anchor()
 
 
-def _register_finalizer(_: object = None) -> None:
-    """Runs in a multiprocessing / billiard child once its finalizer registry is fresh."""
+def _utils() -> list[Any]:
+    """The multiprocessing-style util modules imported here, one per registry (billiard's
+    may re-export multiprocessing's)."""
+    found: dict[int, Any] = {}
     for name in _MP_UTILS:
         util = sys.modules.get(name)
         if util is not None:
-            util.Finalize(None, close_all, exitpriority=_EXIT_PRIORITY)
+            found.setdefault(id(getattr(util, "register_after_fork", None)), util)
+    return list(found.values())
+
+
+def _register_finalizer(_: object = None) -> None:
+    """Runs in a multiprocessing / billiard child once its finalizer registry is fresh."""
+    for util in _utils():
+        util.Finalize(None, close_all, exitpriority=_EXIT_PRIORITY)
 
 
 def _after_fork_in_child() -> None:
     # The child's Process._bootstrap() clears the finalizer registry after this hook, then
     # runs the after-fork callbacks: register from there.
-    for name in _MP_UTILS:
-        util = sys.modules.get(name)
-        if util is not None:
-            util.register_after_fork(_anchor, _register_finalizer)
+    for util in _utils():
+        util.register_after_fork(_anchor, _register_finalizer)
 
 
 atexit.register(close_all)

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from pool_support import DRIVERS, driver, make_pool, scalar, wait_until
+from pool_support import driver, make_pool, scalar, wait_until
 
 from connguard import ConnectionPool
 
@@ -73,15 +73,26 @@ def _child(conninfo: str, driver: str) -> None:
         scalar(conn, "SELECT 1")
 
 
-@pytest.mark.parametrize("driver", DRIVERS)
-def test_a_multiprocessing_child_ends_its_sessions_cleanly(pg: Any, driver: str) -> None:
-    """A forked multiprocessing child keeps its pool in a global and returns: it ends with
-    os._exit() (no atexit, no finalizers). Its sessions must still end with a Terminate,
-    not an EOF the server logs (at DEBUG1, switched on for these sessions only)."""
+@pytest.mark.parametrize(
+    ("runner", "driver"),
+    [("multiprocessing", "psycopg"), ("multiprocessing", "psycopg2"), ("billiard", "psycopg")],
+)
+def test_a_multiprocessing_child_ends_its_sessions_cleanly(
+    pg: Any, runner: str, driver: str
+) -> None:
+    """A forked multiprocessing (or billiard: Celery prefork) child keeps its pool in a
+    global and returns: it ends with os._exit() (no atexit, no finalizers). Its sessions
+    must still end with a Terminate, not an EOF the server logs (at DEBUG1, switched on for
+    these sessions only)."""
     pytest.importorskip(driver)
-    name = f"cg-mp-exit-{driver}-{time.monotonic_ns() % 10**9}"
+    context = (
+        multiprocessing.get_context("fork")
+        if runner == "multiprocessing"
+        else pytest.importorskip("billiard").get_context("fork")
+    )
+    name = f"cg-mp-exit-{runner}-{driver}-{time.monotonic_ns() % 10**9}"
     conninfo = pg.conninfo(application_name=name, options="-c log_min_messages=debug1")
-    child = multiprocessing.get_context("fork").Process(target=_child, args=(conninfo, driver))
+    child = context.Process(target=_child, args=(conninfo, driver))
     child.start()
     child.join(30)
     assert child.exitcode == 0
