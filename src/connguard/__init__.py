@@ -2,6 +2,7 @@
 
 from connguard.config import PoolConfig
 from connguard.errors import (
+    AccessDenied,
     ConfigError,
     ForeignConnection,
     PoolClosed,
@@ -13,6 +14,7 @@ from connguard.errors import (
 from connguard.pool import ConnectionPool
 
 __all__ = [
+    "AccessDenied",
     "ConfigError",
     "ConnectionPool",
     "ForeignConnection",

@@ -45,6 +45,12 @@ class PoolUnavailable(PoolError):
     """The database is known to be unreachable: fail fast instead of waiting."""
 
 
+class AccessDenied(PoolError):
+    """The server is reachable but refused this client: wrong password, unknown role or
+    database, no pg_hba.conf entry. A configuration error, not an outage; the message names
+    the setting to fix."""
+
+
 class PoolClosed(PoolError):
     """The pool was closed."""
 

@@ -7,7 +7,7 @@ Nothing is sent to the server on an inherited socket: see ``Driver.abandon``.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import weakref
 from typing import Any, Protocol
@@ -17,10 +17,16 @@ class _ForkAware(Protocol):
     def _after_fork_in_child(self) -> None: ...
 
 
+logger = logging.getLogger("connguard.forking")
+
 _registry: weakref.WeakSet[Any] = weakref.WeakSet()
 
 #: bumped in every child: comparing it is a cheaper "did we fork?" than os.getpid()
 generation = 0
+
+#: how many children this process has forked with os.fork() (0 again in each child): a
+#: pre-fork server's master (gunicorn --preload, uWSGI, Celery prefork) says so
+children_forked = 0
 
 
 def register(obj: _ForkAware) -> None:
@@ -29,11 +35,23 @@ def register(obj: _ForkAware) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global generation
+    global generation, children_forked
     generation += 1
+    children_forked = 0
     for obj in list(_registry):
-        with contextlib.suppress(Exception):  # a hook must never break the child
+        try:
             obj._after_fork_in_child()
+        except Exception:  # a hook must never break the child, but must not fail unseen
+            logger.exception(
+                "pool %r: resetting after fork failed in child %d; its connections may be "
+                "shared with the parent, do not use it",
+                getattr(obj, "name", obj), os.getpid(),
+            )  # fmt: skip
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _after_fork_in_parent() -> None:
+    global children_forked
+    children_forked += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child, after_in_parent=_after_fork_in_parent)

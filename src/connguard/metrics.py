@@ -45,14 +45,14 @@ COUNTERS: dict[str, str] = {
     "connections_refused_full": "connect attempts the server refused for lack of slots (53300)",
     "connections_lost": "connections found dead (closed by the server or the network) and replaced",
     "connections_expired": "connections closed on reaching max_lifetime",
-    "connections_idle_closed": "idle connections above min_size closed after max_idle",
+    "connections_idle_closed": "idle connections above min_size closed after max_idle (all of them in a process that forked and left the pool unused for 10 s)",
     "connections_discarded": "connections closed because the pool was drained or shrunk",
     "connections_discarded_after_fork": "connections inherited across fork() and dropped "
     "without a byte sent to the server",
     "returns_bad": "connections returned broken or in an unusable state, and closed",
     "returns_rolled_back": "connections returned inside a transaction, and rolled back",
     "pings": "liveness round trips at checkout (after idle, or when the socket had data)",
-    "leaks_detected": "checkouts held longer than leak_threshold (logged with the holder's stack)",
+    "leaks_detected": "checkouts held longer than leak_threshold, or still referenced after their owner thread exited (logged with the taking stack)",
     "leaks_reclaimed": "connections never returned whose slot was taken back (holder gone)",
     "breaker_opened": "times the circuit breaker opened (the server became unreachable)",
 }

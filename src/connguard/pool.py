@@ -26,6 +26,7 @@ Design, in the order a reader needs it:
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -41,6 +42,7 @@ from time import monotonic
 from typing import Any
 
 from connguard import forking
+from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
@@ -53,6 +55,7 @@ from connguard.entry import (
     thread_name,
 )
 from connguard.errors import (
+    AccessDenied,
     ForeignConnection,
     PoolClosed,
     PoolError,
@@ -71,6 +74,19 @@ _INF = math.inf
 # often, off the backoff schedule; a probe whose failure took longer turns this off.
 _ABSENT_PROBE_GAP = 0.005
 _ABSENT_PROBE_COST = 0.1
+#: A process that has forked children (a pre-fork server's master: gunicorn --preload, uWSGI,
+#: Celery prefork) and has made no checkout from a pool for this many seconds closes that
+#: pool's idle connections, min_size included, and stops refilling it until its next
+#: checkout: the master serves no requests, so what it opened before forking would otherwise
+#: stay open for ever beside the workers' own. A process that never forks is not affected;
+#: one that forks and keeps using its pool keeps its connections.
+FORKED_PARENT_IDLE = 10.0
+# While the server refuses this client (authentication, unknown role or database), connect
+# attempts back off up to this many seconds (or backoff_max, if longer): a wrong password is
+# not hammered, and a corrected one is picked up within this bound.
+_DENIED_BACKOFF = 5.0
+# connection parameter (as Driver.access_denied names it) -> the Django setting holding it
+_DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
 
 
 class _ProbeWait:
@@ -83,9 +99,10 @@ class _ProbeWait:
 
 
 class _Waiter:
-    """A queued getconn(): granted either a connection entry or a slot to connect with."""
+    """A queued getconn(): granted either a connection entry or a slot to connect with, or
+    told that the breaker is open (``down``: fail fast rather than connect)."""
 
-    __slots__ = ("closed", "entry", "lock", "slot")
+    __slots__ = ("closed", "down", "entry", "lock", "slot")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -93,9 +110,14 @@ class _Waiter:
         self.entry: Entry | None = None
         self.slot = False
         self.closed = False
+        self.down = False
 
     def wake_closed(self) -> None:
         self.closed = True
+        self.lock.release()
+
+    def wake_down(self) -> None:
+        self.down = True
         self.lock.release()
 
     def grant(self, entry: Entry | None) -> None:
@@ -144,6 +166,7 @@ class ConnectionPool:
         config = build_config(settings, where=where) if where else build_config(settings)
         if name is None:
             config = _replace(config, name=f"pool-{next(_pool_numbers)}")
+        self._where: Callable[[str], str] | None = where
         self._setup(config)
         forking.register(self)
         if config.open is not False:
@@ -184,6 +207,9 @@ class ConnectionPool:
         self._waiters: deque[_Waiter] = deque()
         self._reclaim: deque[Entry] = deque()
         self._inherited: dict[int, Entry] = {}
+        # entry id -> taken_at of leases whose owner thread exited while something else still
+        # held the connection: reported once as a leak, never reclaimed by the reaper
+        self._orphans: dict[int, float] = {}
         # connections this pool closed or abandoned, so that returning one again is harmless
         self._done: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._generation = 0
@@ -199,6 +225,10 @@ class ConnectionPool:
         self._last_attempt = 0.0
         self._probe_done: threading.Event | None = None  # set when that attempt ends
         self._absent = False  # the last connect failure said nobody listens, and failed fast
+        self._denied: str | None = None  # ... or the parameter to fix, when the server refused us
+        # a forked parent's idle pool (see FORKED_PARENT_IDLE): checkouts counted when last seen
+        self._parked = False
+        self._uses_seen = (-1, 0.0)
         self._backoff = 0.0
         self._reconnect_failed_called = False
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
@@ -309,7 +339,8 @@ class ConnectionPool:
         entry.uses += 1
         lease = entry.spare_lease  # filled, then published (see getconn)
         lease.key = key
-        lease.taken_at = now
+        # now, not the caller's start: the wait or connect before it is not holding time
+        lease.taken_at = monotonic()
         lease.thread = get_ident()
         lease.stack = short_stack() if self._leak_threshold else None
         lease.reported = False
@@ -326,6 +357,7 @@ class ConnectionPool:
             raise PoolClosed(self._closed_message())
         if self._worker is None:
             self._start_worker_locked()
+        self._parked = False  # used again: min_size applies again
         if self._idle:
             return None  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
@@ -378,6 +410,9 @@ class ConnectionPool:
         self._count("requests_wait_ms", int((monotonic() - started) * 1000))
         if waiter.closed:
             raise PoolClosed(self._closed_message())
+        if waiter.down:
+            with self._lock:
+                raise self._unavailable_error()
         if waiter.slot:
             return None
         return waiter.entry
@@ -500,12 +535,6 @@ class ConnectionPool:
                 )
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
-            if self.config.configure is not None:
-                try:
-                    self.config.configure(conn)
-                except BaseException:
-                    self._driver.close(conn)
-                    raise
         except Exception as exc:
             if self._driver.is_capacity_error(exc):
                 self._server_full(exc)
@@ -519,6 +548,14 @@ class ConnectionPool:
         except BaseException:  # interrupted (gevent.Timeout...): no verdict on the server
             self._release_slot()
             raise
+        if self.config.configure is not None:
+            try:
+                self.config.configure(conn)
+            except BaseException:
+                # the application's error, not the server's: raised as itself, no breaker
+                self._driver.close(conn)
+                self._configure_failed()
+                raise
         now = monotonic()
         if self._pid != os.getpid():  # forked by code that skipped the fork hooks
             self._driver.abandon(conn, self._driver.fileno(conn))
@@ -553,6 +590,17 @@ class ConnectionPool:
         )
         entry.ref = weakref.ref(conn, _collected_callback(self, entry))
         return entry
+
+    def _configure_failed(self) -> None:
+        """configure() raised on a new connection (closed by now): free its slot. The server
+        answered, so a breaker this attempt was probing for closes."""
+        with self._lock:
+            self._size -= 1
+            self._attempt_over_locked()
+            if self._down_since is not None:
+                self._down_since = None
+                self._backoff = 0.0
+            self._grant_slots_locked()
 
     def _server_full(self, exc: BaseException) -> None:
         """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
@@ -591,11 +639,12 @@ class ConnectionPool:
             self._attempt_over_locked()
             self._last_attempt = now
             self._absent = now - started < _ABSENT_PROBE_COST and self._driver.is_server_absent(exc)
+            self._denied = self._driver.access_denied(exc)
             first = self._down_since is None
             if first:
                 self._down_since = now
                 self._stats["breaker_opened"] += 1
-            initial, cap = self.config.backoff_initial, self.config.backoff_max
+            initial, cap = self.config.backoff_initial, self._backoff_cap()
             self._backoff = min(cap, max(initial, self._backoff * 2))
             self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
             down_for = now - self._down_since if self._down_since is not None else 0.0
@@ -605,15 +654,19 @@ class ConnectionPool:
             if call_failed:
                 self._reconnect_failed_called = True
             self._grant_slots_locked()
-        if first:
+        if first and self._denied is not None:
+            logger.error("%s", self._denied_text(message, down_for))
+        elif first:
             logger.warning(
                 "pool %r: cannot connect (%s); failing fast until the database answers again",
                 self.name, message,
             )  # fmt: skip
         if call_failed:
             logger.error(
-                "pool %r: database unreachable for %.1f s (reconnect_timeout=%g s): %s",
-                self.name, down_for, self.config.reconnect_timeout, message,
+                "pool %r: %s for %.1f s (reconnect_timeout=%g s): %s",
+                self.name,
+                "database unreachable" if self._denied is None else "connections refused",
+                down_for, self.config.reconnect_timeout, message,
             )  # fmt: skip
             if self.config.reconnect_failed is not None:
                 try:
@@ -779,8 +832,26 @@ class ConnectionPool:
                 return taken
 
     def _grant_slots_locked(self) -> None:
-        """Hand free slots to queued callers so they open connections themselves."""
-        limit = self._limit_locked(monotonic())
+        """Hand free slots to queued callers so they open connections themselves.
+
+        While the breaker is open a free slot is what a new caller fails fast on: so do the
+        queued callers that only a connect could serve, except one that may make the
+        breaker's single connect attempt (as in :meth:`_reserve`). As many as a lent
+        connection or a background connect may still serve keep waiting, oldest first."""
+        now = monotonic()
+        limit = self._limit_locked(now)
+        if self._down_since is not None and self._waiters and self._size < limit:
+            if not self._attempt_in_flight and (
+                now >= self._next_attempt
+                or (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
+            ):
+                self._attempt_begin_locked()
+                self._size += 1
+                self._waiters.popleft().grant(None)
+            servable = len(self._out) + self._filling
+            while len(self._waiters) > servable:
+                self._waiters.pop().wake_down()
+            return
         while self._waiters and self._size < limit:
             self._size += 1
             self._waiters.popleft().grant(None)
@@ -848,7 +919,8 @@ class ConnectionPool:
         return reclaimed
 
     def _reap(self, now: float) -> None:
-        """Reclaim leases whose owner thread died; report those held past leak_threshold."""
+        """Judge leases whose owner thread died (reclaimed when garbage, reported when still
+        held); report those held past leak_threshold."""
         if not self._out:
             return
         threshold = self.config.leak_threshold
@@ -863,22 +935,18 @@ class ConnectionPool:
         # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
         # and the garbage collector's callback reclaims the slot instead
         alive = live_thread_idents()
-        dead: list[tuple[Entry, int, Any]] = []
+        orphans: list[tuple[Entry, Lease, int, float]] = []
         leaks: list[tuple[str, float, int, Any]] = []
         with self._lock:
+            judged, self._orphans = self._orphans, {}
             for entry, lease, thread, taken_at in held:
                 if entry.lease is not lease or lease.thread != thread or lease.taken_at != taken_at:
                     continue  # returned (and perhaps lent again) meanwhile
                 if alive is not None and thread not in alive:
-                    if self._entries.get(entry.id) is not entry:
-                        continue
-                    conn = entry.ref() if entry.ref is not None else None
-                    if conn is not None:
-                        self._done[id(conn)] = conn
-                    self._forget_locked(entry)
-                    self._size += 1  # the slot stays taken until the socket is closed
-                    self._stats["leaks_reclaimed"] += 1
-                    dead.append((entry, thread, conn))
+                    if judged.get(entry.id) == taken_at:
+                        self._orphans[entry.id] = taken_at  # reported already: still held
+                    elif self._entries.get(entry.id) is entry:
+                        orphans.append((entry, lease, thread, taken_at))
                 elif threshold and not lease.reported and now - taken_at > threshold:
                     lease.reported = True
                     self._stats["leaks_detected"] += 1
@@ -889,18 +957,38 @@ class ConnectionPool:
                 "by thread %r; taken at:\n%s",
                 self.name, what, held_for, threshold, thread_name(thread), format_stack(stack),
             )  # fmt: skip
-        if not dead:
-            return
-        for entry, thread, conn in dead:
-            logger.warning(
-                "pool %r: thread %r died holding %s; connection closed and its slot reclaimed",
-                self.name, thread_name(thread), entry.describe(),
-            )  # fmt: skip
-            if conn is not None:
-                self._driver.close(conn)
+        if orphans:
+            self._judge_orphans(orphans)
+
+    def _judge_orphans(self, orphans: list[tuple[Entry, Lease, int, float]]) -> None:
+        """Leases whose owner thread has exited. The connection is either garbage (in a
+        reference cycle, say) or still held: handed to another thread (an executor's result,
+        a queue) or kept somewhere. The garbage collector decides, once: what it frees comes
+        back through the weak reference's callback and its slot is reclaimed; what survives
+        is still referenced, so it is reported as a leak and never closed under its holder."""
+        if any(_referenced(entry) for entry, *_ in orphans):
+            gc.collect()
+        self._drain_reclaim()
+        survivors: list[tuple[Entry, Lease, int, float]] = []
         with self._lock:
-            self._size -= len(dead)
-            self._grant_slots_locked()
+            for entry, lease, thread, taken_at in orphans:
+                if (
+                    entry.lease is not lease
+                    or lease.taken_at != taken_at
+                    or self._entries.get(entry.id) is not entry
+                ):
+                    continue  # collected (and reclaimed) or returned meanwhile
+                self._orphans[entry.id] = taken_at
+                self._stats["leaks_detected"] += 1
+                survivors.append((entry, lease, thread, taken_at))
+        for entry, lease, thread, taken_at in survivors:
+            logger.warning(
+                "pool %r: thread %r exited without returning %s, held for %.1f s; it is still "
+                "referenced (handed to another thread, or leaked), so it stays lent and is not "
+                "closed: return it with putconn() when done. Taken at:\n%s",
+                self.name, thread_name(thread), entry.describe(), monotonic() - taken_at,
+                format_stack(lease.stack),
+            )  # fmt: skip
 
     # -- background maintenance ----------------------------------------------------------
 
@@ -925,6 +1013,8 @@ class ConnectionPool:
                 self._grant_slots_locked()  # e.g. the server-full cap just expired
         self._reap(now)
         self._expire_idle(now)
+        if forking.children_forked:
+            self._park_forked_parent(now)
         if self.config.keepalive_interval:
             self._keepalive(now)
         self._fill(now)
@@ -954,6 +1044,28 @@ class ConnectionPool:
         for entry in retire:
             reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
             self._retire(entry, reason)
+
+    def _park_forked_parent(self, now: float) -> None:
+        """This process forked children and has not checked out of this pool for
+        FORKED_PARENT_IDLE seconds: close the idle connections, keep min_size off until the
+        next checkout."""
+        with self._lock:
+            uses = self._retired_uses + sum(e.uses for e in self._entries.values())
+            if uses != self._uses_seen[0]:
+                self._uses_seen = (uses, now)
+                return
+            if self._parked or self._out or now - self._uses_seen[1] < FORKED_PARENT_IDLE:
+                return
+            self._parked = True
+            idle = self._take_all_idle_locked()
+        if idle:
+            logger.info(
+                "pool %r: process %d forked children and has not used this pool for %.0f s; "
+                "closing its %d idle connection(s) (reopened on the next checkout)",
+                self.name, os.getpid(), now - self._uses_seen[1], len(idle),
+            )  # fmt: skip
+        for entry in idle:
+            self._retire(entry, "connections_idle_closed")
 
     def _keepalive(self, now: float) -> None:
         interval = self.config.keepalive_interval
@@ -988,7 +1100,7 @@ class ConnectionPool:
             with self._lock:
                 if self._closed:
                     return
-                want = self._size < self._min_size or (
+                want = (self._size < self._min_size and not self._parked) or (
                     self._down_since is not None and self._size < self._max_size
                 )
                 if not want:
@@ -1064,10 +1176,14 @@ class ConnectionPool:
             self._retire(entry, "connections_discarded")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pool: idle connections now, lent ones when they are returned.
+        """Close the pool: idle connections now, lent ones as they are returned.
 
-        Waiting callers get PoolClosed; *timeout* bounds the wait for the background thread.
+        Waiting callers get PoolClosed. Waits up to *timeout* seconds for lent connections to
+        come back (each is closed as it does; those the calling thread took itself are not
+        waited for) and for the background thread. A connection still lent after that is
+        logged with its holder and closed when it is returned, never under its holder.
         """
+        deadline = monotonic() + timeout
         with self._lock:
             if self._closed and self._opened:
                 return
@@ -1081,8 +1197,39 @@ class ConnectionPool:
         for entry in idle:
             self._retire(entry, "connections_discarded")
         self._wake.set()
+        if self._pid == os.getpid():
+            self._await_returns(deadline)
         if worker is not None and worker is not threading.current_thread() and worker.is_alive():
-            worker.join(timeout)
+            worker.join(max(0.0, deadline - monotonic()))
+
+    def _await_returns(self, deadline: float) -> None:
+        """close(): wait until the lent connections are back (and closed), or *deadline*."""
+        me = get_ident()
+
+        def others() -> list[tuple[Entry, Lease]]:
+            with self._lock:
+                return [
+                    (e, lease)
+                    for e in self._out.values()
+                    if (lease := e.lease) is not None and lease.thread != me
+                ]
+
+        pause = 0.001
+        while (held := others()) and monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        for entry, lease in held:
+            logger.warning(
+                "pool %r: closed while %s is still lent (held for %.1f s by thread %r); it "
+                "will be closed when it is returned. Taken at:\n%s",
+                self.name, entry.describe(), monotonic() - lease.taken_at,
+                thread_name(lease.thread), format_stack(lease.stack),
+            )  # fmt: skip
+
+    def _close_at_exit(self) -> None:
+        """Interpreter exit (see :mod:`connguard.shutdown`): end this process's sessions."""
+        if self._pid == os.getpid() and not (self._closed and self._opened):
+            self.close(timeout=0.0)
 
     def __enter__(self) -> ConnectionPool:
         return self
@@ -1173,17 +1320,48 @@ class ConnectionPool:
             snapshot=self._snapshot(),
         )
 
-    def _unavailable_error(self, exc: BaseException | None = None) -> PoolUnavailable:
+    def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
         self._stats["requests_errors"] += 1
         self._stats["requests_failed_fast"] += 1
         down = monotonic() - self._down_since if self._down_since is not None else 0.0
         error = _one_line(exc) if exc is not None else self._last_error
+        if self._denied is not None and self._down_since is not None:
+            return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
         return PoolUnavailable(
             f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
             f"({self._state_text()}); the last connect attempt failed with: {error}",
             snapshot=self._snapshot(),
         )
+
+    def _backoff_cap(self) -> float:
+        """backoff_max; or, while the server refuses this client (a configuration error that
+        no retry fixes until someone changes a setting), at least _DENIED_BACKOFF."""
+        cap = self.config.backoff_max
+        return cap if self._denied is None else max(cap, _DENIED_BACKOFF)
+
+    def _denied_text(self, error: str | None, down: float) -> str:
+        """The server answered and refused this client: say so, and what to fix."""
+        return (
+            f"pool {self.name!r}: the database server is reachable but refused the connection "
+            f"({error}). This is a configuration error, not an outage: check "
+            f"{self._connect_setting(self._denied or '')}. Refused for {down:.2f} s; retried "
+            f"with backoff up to {self._backoff_cap():g} s, checkouts fail at once meanwhile"
+        )
+
+    def _connect_setting(self, key: str) -> str:
+        """The setting that holds connection parameter *key*, as the user wrote it."""
+        if key == "pg_hba.conf":
+            return "the server's pg_hba.conf (no line admits this user, database and host)"
+        if self._where is not None and key in _DJANGO_SETTINGS:
+            # a Django alias: where() names OPTIONS['pool'] keys; the parameter sits above it
+            path = self._where(key)
+            cut = path.find("['OPTIONS']")
+            if cut > 0:
+                also = " (and USER)" if key == "password" else ""
+                return f"{path[:cut]}[{_DJANGO_SETTINGS[key]!r}]{also}"
+        also = " (and 'user')" if key == "password" else ""
+        return f"the {key!r}{also} connection parameter (conninfo or kwargs)"
 
     def _closed_message(self) -> str:
         if not self._opened:
@@ -1268,6 +1446,11 @@ def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], N
             p._reclaim.append(e)
 
     return collected
+
+
+def _referenced(entry: Entry) -> bool:
+    """The lent connection of *entry* still exists (without keeping a reference to it)."""
+    return entry.ref is not None and entry.ref() is not None
 
 
 def _take(items: list[Entry], entry: Entry) -> bool:

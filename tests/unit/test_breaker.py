@@ -14,7 +14,7 @@ import time
 import pytest
 from fakedb import FakeServer, wait_until
 
-from connguard import ConnectionPool, PoolUnavailable
+from connguard import AccessDenied, ConnectionPool, PoolUnavailable
 
 
 def stat(pool: ConnectionPool, name: str) -> int:
@@ -44,12 +44,12 @@ def test_while_down_callers_fail_fast_without_connecting(make_pool, server: Fake
     pool = make_pool(name="db", max_size=4, backoff_initial=0.2, backoff_max=0.2)
     server.refuse_message = 'FATAL:  password authentication failed for user "app"'
     server.down = True
-    with pytest.raises(PoolUnavailable):
+    with pytest.raises(AccessDenied):
         pool.getconn()
     attempts = server.connect_attempts
     for _ in range(50):
         started = time.monotonic()
-        with pytest.raises(PoolUnavailable, match="password authentication failed"):
+        with pytest.raises(AccessDenied, match="password authentication failed"):
             pool.getconn(timeout=5)
         assert time.monotonic() - started < 0.2
         time.sleep(0.002)
@@ -348,4 +348,142 @@ def test_waiters_are_not_stranded_when_a_connect_fails(make_pool, server: FakeSe
     assert time.monotonic() - started < 1
     assert len(errors) == 3 and all(isinstance(e, PoolUnavailable) for e in errors)
     server.gate = None
+    server.down = False
+
+
+def test_queued_callers_fail_fast_once_the_breaker_opens(make_pool, server: FakeServer) -> None:
+    """A host that swallows connects, max_size=2 and 8 callers: the slots freed by the two
+    failed connects are not handed to queued callers one after another (8 connects, the last
+    caller failing after 8 timeouts): the breaker is open, so they fail fast, and at most one
+    connect attempt is in flight at a time after the first failure."""
+    pool = make_pool(name="q", max_size=2, timeout=30, connect_timeout=1.0)
+    gate = server.hold_connects()  # connects hang until the driver's timeout (1 s)
+    elapsed: list[float] = []
+    errors: list[BaseException] = []
+    peak = 0
+
+    def caller() -> None:
+        started = time.monotonic()
+        try:
+            pool.getconn()
+        except BaseException as exc:
+            errors.append(exc)
+        elapsed.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: server.connecting == 2 and stat(pool, "requests_waiting") == 6)
+    while any(t.is_alive() for t in threads):
+        if stat(pool, "breaker_open"):
+            peak = max(peak, server.connecting)
+        time.sleep(0.002)
+    for t in threads:
+        t.join(10)
+    gate.set()
+    server.gate = None
+    assert len(errors) == 8 and all(isinstance(e, PoolUnavailable) for e in errors), errors
+    # every caller fails within about one connect timeout (today: the last after 4 rounds)
+    assert max(elapsed) < 2.5, sorted(elapsed)
+    assert server.connect_attempts <= 3, server.connect_attempts
+    assert peak <= 2  # the second first-round connect may still be under way
+
+
+@pytest.mark.parametrize(
+    ("refusal", "setting", "django_setting"),
+    [
+        ('FATAL:  password authentication failed for user "app"', "the 'password' (and 'user') "
+         "connection parameter", "DATABASES['default']['PASSWORD'] (and USER)"),
+        ("fe_sendauth: no password supplied", "the 'password' (and 'user') connection parameter",
+         "DATABASES['default']['PASSWORD'] (and USER)"),
+        ('FATAL:  role "app" does not exist', "the 'user' connection parameter",
+         "DATABASES['default']['USER']"),
+        ('FATAL:  role "app" is not permitted to log in', "the 'user' connection parameter",
+         "DATABASES['default']['USER']"),
+        ('FATAL:  database "shop" does not exist', "the 'dbname' connection parameter",
+         "DATABASES['default']['NAME']"),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.1", user "app", database "shop"',
+         "the server's pg_hba.conf", "the server's pg_hba.conf"),
+    ],
+)  # fmt: skip
+def test_a_refused_client_is_a_configuration_error_not_an_outage(
+    make_pool, server: FakeServer, refusal: str, setting: str, django_setting: str
+) -> None:
+    """Wrong password, unknown role or database: the server is reachable, so the error says
+    it refused the client, names the setting to fix and never says "unreachable"."""
+    server.refuse_message = f'connection to server at "127.0.0.1", port 5432 failed: {refusal}'
+    server.down = True
+    plain = make_pool(name="db", max_size=2)
+    django = make_pool(
+        name="default", max_size=2,
+        _where=lambda key: f"DATABASES['default']['OPTIONS']['pool'][{key!r}]",
+    )  # fmt: skip
+    for pool, where in ((plain, setting), (django, django_setting)):
+        for _ in range(2):  # the connect's own failure, then the fail-fast one
+            with pytest.raises(AccessDenied) as info:
+                pool.getconn()
+            text = str(info.value)
+            assert "unreachable" not in text, text
+            assert text.startswith(
+                f"pool {pool.name!r}: the database server is reachable but refused the "
+                f"connection (OperationalError: connection to server at"
+            ), text
+            assert refusal.replace("  ", " ") in text, text
+            assert f"This is a configuration error, not an outage: check {where}" in text, text
+            assert not isinstance(info.value, PoolUnavailable)
+    try:
+        from django.db.utils import OperationalError
+    except ImportError:  # pragma: no cover - Django is a test dependency
+        return
+    assert isinstance(info.value, OperationalError)
+
+
+def test_a_refused_client_is_retried_at_a_bounded_rate(make_pool, server: FakeServer) -> None:
+    """A wrong password is not hammered: the background probe backs off up to 5 s (not
+    backoff_max) while the server refuses the client, and callers fail without connecting."""
+    pool = make_pool(max_size=4, backoff_initial=0.05, backoff_max=0.05)
+    server.refuse_message = 'FATAL:  password authentication failed for user "app"'
+    server.down = True
+    with pytest.raises(AccessDenied):
+        pool.getconn()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        with pytest.raises(AccessDenied):
+            pool.getconn()
+        time.sleep(0.005)
+    # 0.05 s doubling: about 5 probes in 1.5 s (with backoff_max=0.05 alone: about 40)
+    assert server.connect_attempts <= 8, server.connect_attempts
+    server.down = False
+
+
+def test_queued_callers_a_lent_connection_can_serve_keep_waiting(
+    make_pool, server: FakeServer
+) -> None:
+    """Breaker open with a free slot: the queued callers that only a connect could serve
+    fail fast, the newest first; the one a lent connection will serve keeps waiting."""
+    pool = make_pool(max_size=2, timeout=10, backoff_initial=5, backoff_max=5)
+    a, b = pool.getconn(), pool.getconn()
+    results: dict[int, object] = {}
+
+    def wait(i: int) -> None:
+        try:
+            results[i] = pool.getconn()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = []
+    for i in range(3):
+        threads.append(threading.Thread(target=wait, args=(i,)))
+        threads[-1].start()
+        wait_until(lambda n=i: stat(pool, "requests_waiting") == n + 1)
+    server.down = True
+    pool.discard(a)  # a slot frees: the oldest caller connects, fails, the breaker opens
+    wait_until(lambda: len(results) == 2, timeout=5)
+    assert isinstance(results[0], PoolUnavailable), results
+    assert isinstance(results[2], PoolUnavailable), results  # only a connect could serve it
+    assert 1 not in results  # b will come back: it waits for it
+    pool.putconn(b)
+    threads[1].join(5)
+    assert results[1] is b
+    pool.putconn(b)
     server.down = False

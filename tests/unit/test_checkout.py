@@ -501,3 +501,40 @@ def test_socket_of_gives_the_lent_connections_own_poller(make_pool) -> None:
     again = pool.getconn()
     assert again is conn and pool.socket_of(again)[1] is poller
     pool.putconn(again)
+
+
+def test_configure_error_is_raised_as_itself_without_opening_the_breaker(
+    make_pool, server: FakeServer
+) -> None:
+    """An exception from configure() is the application's bug, not an outage: it propagates
+    as itself, the connection is closed, the slot freed, and the next caller connects."""
+    calls: list[Any] = []
+
+    def configure(conn: Any) -> None:
+        calls.append(conn)
+        if len(calls) == 1:
+            raise KeyError("bad setup")
+
+    pool = make_pool(max_size=1, configure=configure)
+    with pytest.raises(KeyError, match="bad setup"):
+        pool.getconn()
+    assert not server.is_open(calls[0])
+    stats = pool.get_stats()
+    assert (stats["breaker_open"], stats["breaker_opened"], stats["pool_size"]) == (0, 0, 0)
+    conn = pool.getconn()  # not "database unreachable, failing fast"
+    assert conn is calls[1]
+    pool.putconn(conn)
+
+
+def test_lease_is_stamped_when_lent_not_when_the_caller_started(
+    make_pool, server: FakeServer
+) -> None:
+    """Leak detection measures holding time: the connect (or the wait) before the lease is
+    not part of it."""
+    pool = make_pool(max_size=1)
+    server.slow_connect(0.3)
+    conn = pool.getconn()
+    lent_at = time.monotonic()
+    [(_, lease)] = list(pool.leases())
+    assert lent_at - lease.taken_at < 0.1, lent_at - lease.taken_at
+    pool.putconn(conn)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakedb import FakeServer
+from fakedb import FakeServer, wait_until
 
 from connguard import ConnectionPool
 
@@ -173,3 +173,70 @@ def test_many_children_in_a_loop(make_pool, server: FakeServer) -> None:
     assert not pids & {c.backend_pid for c in parent_conns}
     assert all(server.received(c) == b"" for c in parent_conns)
     assert server.connects == 2  # the parent never had to reconnect
+
+
+def test_a_failing_fork_hook_is_logged_with_the_pool_name(make_pool, monkeypatch) -> None:
+    pool = make_pool(name="forky")
+
+    def broken() -> None:
+        raise RuntimeError("hook broke")
+
+    monkeypatch.setattr(pool, "_after_fork_in_child", broken)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep()
+    logger = logging.getLogger("connguard.forking")
+    logger.addHandler(handler)
+    try:
+        result = run_in_child(lambda: records)
+    finally:
+        logger.removeHandler(handler)
+    [text] = result["ok"]
+    assert "pool 'forky': resetting after fork failed in child" in text, text
+    assert "RuntimeError: hook broke" in text, text
+
+
+def test_a_parent_that_forked_closes_its_idle_pool(
+    make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-fork master (gunicorn --preload): the connections it opened before forking are
+    idle for ever, beside the workers' own. Once it has forked and not used the pool for
+    FORKED_PARENT_IDLE, it closes them (min_size too) until its next checkout."""
+    import connguard.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "FORKED_PARENT_IDLE", 0.3)
+    monkeypatch.setattr(pool_module.forking, "children_forked", 0)
+    pool = make_pool(min_size=2, max_size=3)
+    pool.wait(5)
+    pool.putconn(pool.getconn())
+    time.sleep(0.8)  # no fork yet: a plain process keeps its idle connections
+    assert (server.open_count(), pool.get_stats()["pool_size"]) == (2, 2)
+    assert run_in_child(lambda: "child") == {"ok": "child"}  # a real fork
+    wait_until(lambda: server.open_count() == 0, timeout=5)
+    time.sleep(0.6)  # and min_size does not refill it while it stays unused
+    stats = pool.get_stats()
+    assert (stats["pool_size"], stats["connections_idle_closed"]) == (0, 2)
+    conn = pool.getconn()  # used again: connects, and min_size applies again
+    wait_until(lambda: pool.get_stats()["pool_size"] == 2, timeout=5)
+    pool.putconn(conn)
+
+
+def test_a_forked_parent_that_keeps_using_its_pool_keeps_it(
+    make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connguard.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "FORKED_PARENT_IDLE", 0.5)
+    pool = make_pool(min_size=1, max_size=2)
+    pool.wait(5)
+    assert run_in_child(lambda: "child") == {"ok": "child"}
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        pool.putconn(pool.getconn())
+        time.sleep(0.1)
+    assert pool.get_stats()["connections_idle_closed"] == 0
+    assert server.open_count() == 1

@@ -41,6 +41,21 @@ _ABSENT_MESSAGES = (
     "the database system is not accepting connections",
 )
 
+# Connect failures that say a server answered and refused this client: its credentials, its
+# role or its database. A configuration error, not an outage. psycopg and psycopg2 report no
+# SQLSTATE on a failed connect, so the server's message is matched too (first match wins);
+# the value is the connection parameter to fix.
+_ACCESS_DENIED_CODES = {"28P01": "password", "28000": "user", "3D000": "dbname"}
+_ACCESS_DENIED_MESSAGES = (
+    ("password authentication failed", "password"),
+    ("no password supplied", "password"),
+    ('role "', "user"),  # role "x" does not exist / is not permitted to log in
+    ("authentication failed for user", "user"),  # peer, ident, ldap, cert, ...
+    ("pg_hba.conf", "pg_hba.conf"),  # no pg_hba.conf entry / pg_hba.conf rejects connection
+    ('database "', "dbname"),  # database "x" does not exist
+    ("permission denied for database", "dbname"),
+)
+
 
 #: libpq keywords every TCP connection gets unless the user set them (conninfo, ``kwargs`` or
 #: Django's ``OPTIONS``): a keepalive probe after 30 s of silence keeps an idle pooled
@@ -202,6 +217,21 @@ class Driver:
         answered and refused this client (authentication, unknown database, ...)."""
         text = str(exc).lower()
         return any(marker in text for marker in _ABSENT_MESSAGES)
+
+    def access_denied(self, exc: BaseException) -> str | None:
+        """When a connect failed because the server refused this client (authentication,
+        unknown role or database, no pg_hba.conf entry): the connection parameter to fix
+        (``password``, ``user``, ``dbname`` or ``pg_hba.conf``); else None."""
+        if self.is_capacity_error(exc):  # "too many connections for role": the server is full
+            return None
+        text = str(exc)
+        if "FATAL" in text or "fe_sendauth" in text:
+            lowered = text.lower()
+            for marker, key in _ACCESS_DENIED_MESSAGES:
+                if marker in lowered:
+                    return key
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        return _ACCESS_DENIED_CODES.get(code) if isinstance(code, str) else None
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, self.disconnect_errors)

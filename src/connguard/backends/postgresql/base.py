@@ -33,6 +33,7 @@ from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg
 from django.db.utils import DEFAULT_DB_ALIAS
 
 from connguard import forking
+from connguard.backends import parent as _parent  # noqa: F401 - see its docstring
 from connguard.backends import pools
 from connguard.backends.postgresql.creation import DatabaseCreation
 from connguard.config import PoolConfig
