@@ -4,4 +4,4 @@ The real-server rig (``connguard.testing``) provides ``pg_server``, ``pg``, ``pg
 ``fault_proxy``; see docs/testing.md.
 """
 
-pytest_plugins = ["connguard.testing.pytest_plugin"]
+pytest_plugins = ["connguard.testing.pytest_plugin", "pytester"]

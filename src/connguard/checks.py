@@ -24,7 +24,9 @@ ENGINE = "connguard.backends.postgresql"
 _STOCK = "django.db.backends.postgresql"
 
 
-@checks.register(checks.Tags.database, deploy=False)
+# Not tagged "database": these read settings only, and Django 6.1 runs database-tagged checks
+# only when `manage.py check --database` names an alias. `check --tag connguard` selects them.
+@checks.register("connguard")
 def check_pools(
     app_configs: Any = None, databases: Any = None, **_: Any
 ) -> list[checks.CheckMessage]:

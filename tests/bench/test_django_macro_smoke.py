@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from connguard.testing.pytest_plugin import SYSTEM_INSTALL_HINT, skip_or_fail
 from connguard.testing.server import PostgresServer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "django_macro.py"
@@ -21,7 +22,9 @@ pytestmark = [pytest.mark.django, pytest.mark.timeout(90)]
 @pytest.fixture(autouse=True)
 def _needs_tools() -> None:
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (the benchmark installs it; this test does not)")
+        skip_or_fail(
+            "wrk", f"not on PATH; install it with: apt-get install wrk; {SYSTEM_INSTALL_HINT}"
+        )
     for module in ("django", "gunicorn", "psycopg"):
         pytest.importorskip(module)
 

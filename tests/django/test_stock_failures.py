@@ -31,11 +31,11 @@ celery_idle                24 tasks after idle: 5-24 failed tasks
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
 
-import django
 from connguard.demo import harness
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
@@ -109,7 +109,10 @@ def test_fork_after_import_time_query(django_pg: Any, django_db: str) -> None:
     assert r.errors + r.wrong >= 1, explain(r)
 
 
-@pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's built-in pool needs Django >= 5.1")
+@pytest.mark.skipif(
+    importlib.util.find_spec("psycopg_pool") is None,
+    reason="Django's built-in pool needs psycopg 3's psycopg_pool (a psycopg2-only venv has none)",
+)
 def test_preload_builtin_pool_crosses_results(django_pg: Any, django_db: str) -> None:
     """Django's own pool (OPTIONS={"pool": ...}) under --preload: each worker inherits a copy
     of the master's pool holding the same connections -> wrong rows, lost writes."""

@@ -27,7 +27,7 @@ from connguard.testing.pgbouncer import PgBouncer
 from connguard.testing.server import PostgresServer
 
 # The doctor talks to servers and poolers through psycopg 3 (the [cli] extra); a psycopg2-only
-# environment (the Django 4.2 leg of CI) has nothing to run here.
+# environment (the django60 step of CI) has nothing to run here.
 pytest.importorskip("psycopg", reason="connguard doctor needs psycopg 3 (pip install '.[cli]')")
 
 DJANGO_DIR = Path(__file__).resolve().parents[1] / "django"

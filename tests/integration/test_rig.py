@@ -227,8 +227,10 @@ def test_create_and_drop_database(pg: PostgresServer, connect: Any) -> None:
     pg.drop_database("rig-db")
 
 
-def test_find_pg_bin_explains_a_bad_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert (find_pg_bin() / "postgres").exists()
+def test_find_pg_bin_explains_a_bad_env(
+    pg_bin: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert find_pg_bin() == pg_bin and (pg_bin / "postgres").exists()
     monkeypatch.setenv("CONNGUARD_PG_BIN", str(tmp_path))
     with pytest.raises(
         ServerUnavailable, match=r"(?s)initdb, pg_ctl, postgres;.*apt-get install postgresql"
@@ -247,7 +249,7 @@ def test_cleanup_removes_cluster(pg_server: PostgresServer) -> None:
     other.cleanup()  # idempotent
 
 
-def test_crashed_test_process_leaves_no_postgres(tmp_path: Path) -> None:
+def test_crashed_test_process_leaves_no_postgres(pg_bin: Path, tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, time

@@ -69,7 +69,7 @@ def test_fixture_is_transaction_mode_in_front_of_the_server(
 
 
 def test_psycopg2_and_extra_float_digits_pass(pgbouncer: PgBouncer) -> None:
-    """psycopg2 (the Django 4.2 driver) and a client sending extra_float_digits connect."""
+    """psycopg2 and a client sending extra_float_digits connect."""
     psycopg2 = pytest.importorskip("psycopg2")
     conn = psycopg2.connect(pgbouncer.conninfo(options="-c extra_float_digits=3"))
     try:
@@ -80,7 +80,7 @@ def test_psycopg2_and_extra_float_digits_pass(pgbouncer: PgBouncer) -> None:
         conn.close()
 
 
-def test_settings_extra_and_reload(pg: PostgresServer) -> None:
+def test_settings_extra_and_reload(pg: PostgresServer, pgbouncer_bin: str) -> None:
     with PgBouncer(
         pg, pool_mode="session", default_pool_size=3, max_client_conn=7,
         extra={"client_idle_timeout": "30"},
@@ -92,7 +92,7 @@ def test_settings_extra_and_reload(pg: PostgresServer) -> None:
         assert config(bouncer)["client_idle_timeout"] == "2"
 
 
-def test_bad_arguments_are_refused(pg_server: PostgresServer) -> None:
+def test_bad_arguments_are_refused(pg_server: PostgresServer, pgbouncer_bin: str) -> None:
     with pytest.raises(ValueError, match="pool_mode must be"):
         PgBouncer(pg_server, pool_mode="transactional")
     with pytest.raises(ValueError, match="listen_port is managed by PgBouncer"):
@@ -105,7 +105,7 @@ def test_bad_arguments_are_refused(pg_server: PostgresServer) -> None:
         bouncer.cleanup()
 
 
-def test_restart_on_the_same_port_and_cleanup(pg: PostgresServer) -> None:
+def test_restart_on_the_same_port_and_cleanup(pg: PostgresServer, pgbouncer_bin: str) -> None:
     bouncer = PgBouncer(pg).start()
     port, pid, workdir = bouncer.port, bouncer.pid, bouncer.workdir
     assert pid is not None and workdir.is_dir()
@@ -133,7 +133,7 @@ def test_restart_on_the_same_port_and_cleanup(pg: PostgresServer) -> None:
         bouncer.start()
 
 
-def test_failed_start_raises_with_the_log(pg_server: PostgresServer) -> None:
+def test_failed_start_raises_with_the_log(pg_server: PostgresServer, pgbouncer_bin: str) -> None:
     bouncer = PgBouncer(pg_server, extra={"no_such_setting": "1"})
     try:
         with pytest.raises(PgBouncerError) as info:
@@ -153,9 +153,10 @@ def test_missing_binary_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
         find_pgbouncer()
 
 
-def test_nothing_survives_a_killed_test_process(pg: PostgresServer, tmp_path: Path) -> None:
+def test_nothing_survives_a_killed_test_process(
+    pg: PostgresServer, pgbouncer_bin: str, tmp_path: Path
+) -> None:
     """The watchdog ends pgbouncer and removes its directory when its owner is SIGKILLed."""
-    find_pgbouncer()
     script = tmp_path / "owner.py"
     script.write_text(
         textwrap.dedent(
@@ -186,3 +187,45 @@ def test_nothing_survives_a_killed_test_process(pg: PostgresServer, tmp_path: Pa
     while workdir.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not workdir.exists()
+
+
+def _run_without_pgbouncer(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str, *args: str
+) -> pytest.RunResult:
+    """This module in a pytest subprocess on a machine without pgbouncer: neither on PATH nor
+    at the fallback path (a conftest hides it)."""
+    pytester.makeconftest(
+        """
+        import connguard.testing.pgbouncer as module
+        module.FALLBACK_BINARY = "/nonexistent/pgbouncer"
+        pytest_plugins = ["connguard.testing.pytest_plugin"]
+        """
+    )
+    pytester.makepyfile(test_copy=Path(__file__).read_text())
+    hidden = [d for d in os.environ["PATH"].split(os.pathsep) if not Path(d, "pgbouncer").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(hidden))
+    monkeypatch.setenv("CI", ci)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "-k", "not without_pgbouncer", *args, timeout=240
+    )
+
+
+def test_without_pgbouncer_the_tests_skip_and_say_how_to_install(
+    pg_bin: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside CI, every test that needs pgbouncer skips (none errors) and says how to get it."""
+    result = _run_without_pgbouncer(pytester, monkeypatch, "")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped", 0) >= 7, result.stdout.str()
+    assert "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
+    result.stdout.fnmatch_lines(["*PgBouncer unavailable*apt-get install pgbouncer*"])
+    result.stdout.fnmatch_lines(["*scripts/install-system*"])
+
+
+def test_without_pgbouncer_ci_fails(
+    pg_bin: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under CI=true the same tests fail instead, so that CI cannot pass by skipping."""
+    result = _run_without_pgbouncer(pytester, monkeypatch, "true", "-k", "bad_arguments")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*CI=true and PgBouncer is unavailable*"])

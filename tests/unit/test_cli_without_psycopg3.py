@@ -1,4 +1,4 @@
-"""doctor / stats / top read the server with psycopg 3: without it (a Django 4.2 + psycopg2
+"""doctor / stats / top read the server with psycopg 3: without it (a psycopg2-only
 install) they say what to install instead of dying with a traceback."""
 
 from __future__ import annotations

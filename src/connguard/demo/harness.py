@@ -100,7 +100,7 @@ class ScenarioUnsupported(Exception):
 
 class AdminConnection:
     """An autocommit connection for the harness's own SQL, through psycopg 3 when it is
-    installed, else psycopg2 (a Django 4.2 venv may have only that): ``execute(sql, params)``
+    installed, else psycopg2 (a psycopg2-only venv has only that): ``execute(sql, params)``
     returns the rows (``%s`` placeholders in both)."""
 
     def __init__(self, conninfo: str) -> None:

@@ -14,6 +14,10 @@
   a module overrides the ``pgbouncer_settings`` fixture to pass other ``PgBouncer()``
   arguments. Without the ``pgbouncer`` binary the tests are skipped — or fail, under
   ``CI=true``.
+* ``pg_bin`` / ``pgbouncer_bin`` (session): the PostgreSQL bin directory / the ``pgbouncer``
+  binary, for a test that builds its own ``PostgresServer`` or ``PgBouncer``: skipped (failed
+  under ``CI=true``) with how to install them when they are missing.
+  :func:`skip_or_fail` does the same for any other tool a test needs.
 
 Tests that use any of these are marked ``integration`` (``pytest -m "not integration"``).
 """
@@ -22,7 +26,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -30,14 +35,55 @@ from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pg
 from connguard.testing.proxy import FaultProxy
 from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
 
-__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_server", "pgbouncer", "pgbouncer_settings"]
+__all__ = [
+    "fault_proxy",
+    "pg",
+    "pg_bin",
+    "pg_dsn",
+    "pg_server",
+    "pgbouncer",
+    "pgbouncer_bin",
+    "pgbouncer_settings",
+    "skip_or_fail",
+]
 
-RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer"})
+RIG_FIXTURES = frozenset(
+    {"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_bin", "pgbouncer_bin"}
+)
+#: Said after a missing tool's own install hint (connguard's scripts/test runs it as root).
+SYSTEM_INSTALL_HINT = "in connguard's repository, scripts/install-system (as root) installs it"
 
 
 def in_ci() -> bool:
     """True when the ``CI`` environment variable says so (``true``, ``1``, ``yes``)."""
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def skip_or_fail(what: str, reason: object) -> NoReturn:
+    """Skip the calling test because ``what`` is unavailable (``reason`` says why and how to
+    install it) — or fail it when ``CI`` is true, so that CI cannot pass by skipping."""
+    if in_ci():
+        pytest.fail(f"CI=true and {what} is unavailable: {reason}")
+    pytest.skip(f"{what} unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_bin() -> Path:
+    """The directory with ``initdb``, ``pg_ctl`` and ``postgres`` (``find_pg_bin()``)."""
+    try:
+        return find_pg_bin()
+    except ServerUnavailable as exc:
+        skip_or_fail("the PostgreSQL test server", f"{exc}; {SYSTEM_INSTALL_HINT}")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_bin() -> str:
+    """The ``pgbouncer`` binary (``find_pgbouncer()``), for a test that builds its own
+    :class:`PgBouncer`."""
+    try:
+        return find_pgbouncer()
+    except PgBouncerUnavailable as exc:
+        skip_or_fail("PgBouncer", f"{exc}; {SYSTEM_INSTALL_HINT}")
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +92,7 @@ def pg_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer()
     except ServerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
-        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
+        skip_or_fail("the PostgreSQL test server", f"{exc}; {SYSTEM_INSTALL_HINT}")
     try:
         server.start()
         yield server
@@ -87,16 +131,13 @@ def pgbouncer_settings() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pgbouncer(pg_server: PostgresServer, pgbouncer_settings: dict[str, Any]) -> Iterator[PgBouncer]:
+def pgbouncer(
+    pg_server: PostgresServer, pgbouncer_bin: str, pgbouncer_settings: dict[str, Any]
+) -> Iterator[PgBouncer]:
     """A PgBouncer (transaction mode unless ``pgbouncer_settings`` says otherwise) in front
     of ``pg_server`` for the test module; connect with ``pgbouncer.conninfo()``. A test that
     stops it starts it again."""
-    try:
-        bouncer = PgBouncer(pg_server, **pgbouncer_settings)
-    except PgBouncerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and PgBouncer is unavailable: {exc}")
-        pytest.skip(f"PgBouncer unavailable: {exc}")
+    bouncer = PgBouncer(pg_server, **pgbouncer_settings)
     try:
         pg_server.start()
         bouncer.start()

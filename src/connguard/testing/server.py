@@ -297,7 +297,7 @@ def _finalize(state: _State) -> None:
 
 def _connect(conninfo: str) -> Any:
     """An autocommit connection through psycopg 3, or psycopg2 where only that is installed
-    (a Django 4.2 environment); both take ``%s`` parameters and their own ``sql`` objects."""
+    (a psycopg2-only environment); both take ``%s`` parameters and their own ``sql`` objects."""
     try:
         import psycopg
     except ImportError:

@@ -83,7 +83,7 @@ DATABASES = {
         "USER": _env("DB_USER") or "postgres",
         "PASSWORD": _env("DB_PASSWORD") or "",
         "CONN_MAX_AGE": _conn_max_age(),
-        # CONN_HEALTH_CHECKS exists since Django 4.1 (fine for 4.2 and 5.2).
+        # CONN_HEALTH_CHECKS exists since Django 4.1 (fine for 5.2, 6.0 and 6.1).
         "CONN_HEALTH_CHECKS": env_flag("CONN_HEALTH_CHECKS"),
         "DISABLE_SERVER_SIDE_CURSORS": env_flag("DISABLE_SERVER_SIDE_CURSORS"),
         "OPTIONS": json.loads(_env("DB_OPTIONS") or "{}"),
