@@ -144,7 +144,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     from django.core.exceptions import ImproperlyConfigured
 
     try:
-        databases = django_databases(args.database)
+        databases = django_databases(args.database, kinds=("postgresql",))
     except ImproperlyConfigured as exc:  # bad OPTIONS["pool"] (connguard.E001)
         raise NothingToShow(str(exc)) from None
     if not databases and not args.metrics_url:

@@ -10,23 +10,32 @@ import json
 import sys
 from typing import Any
 
-from connguard.doctor.databases import django_databases, dsn_database, setup_django
+from connguard.doctor.databases import (
+    django_databases,
+    django_kinds,
+    dsn_database,
+    setup_django,
+)
+from connguard.doctor.diagnose import diagnose
 from connguard.doctor.findings import Finding
-from connguard.doctor.model import Database, Processes, Report, Server
+from connguard.doctor.model import Database, Processes, Report, ServerFacts, is_mysql
 from connguard.doctor.processes import detect_processes
 from connguard.doctor.render_json import report_dict
 from connguard.doctor.render_text import render
-from connguard.doctor.rules import demand, diagnose, unreachable
+from connguard.doctor.rules import demand, unreachable
 from connguard.doctor.server import inspector_for
 
 
 def examine(databases: list[Database], model: Processes, notes: list[str]) -> Report:
     """Inspect each distinct server once and diagnose."""
-    inspected: dict[str, Server] = {}
+    inspected: dict[str, ServerFacts] = {}
     for db in databases:
-        if db.conninfo not in inspected:
-            inspected[db.conninfo] = inspector_for(db.conninfo).inspect(db.conninfo)
-        db.server = inspected[db.conninfo]
+        # the same target reached the same way (conv: mysqlclient's converters, not the way)
+        key = db.conninfo + repr({k: v for k, v in db.connect_kwargs.items() if k != "conv"})
+        if key not in inspected:
+            inspector = inspector_for(db.conninfo)
+            inspected[key] = inspector.inspect(db.conninfo, db.connect_kwargs)
+        db.server = inspected[key]
     servers = list({id(s): s for s in inspected.values()}.values())
     findings: list[Finding] = unreachable(servers, databases)
     findings += diagnose(databases, model)
@@ -41,7 +50,10 @@ def examine(databases: list[Database], model: Processes, notes: list[str]) -> Re
 def add_arguments(parser: argparse.ArgumentParser, django: bool = False) -> None:
     if not django:
         what = parser.add_argument_group("what to examine (one of)")
-        what.add_argument("--dsn", help="a libpq connection string or URL to examine")
+        what.add_argument(
+            "--dsn",
+            help="a libpq connection string or URL, or a mysql:// URL, to examine",
+        )
         what.add_argument("--settings", help="a Django settings module (as DJANGO_SETTINGS_MODULE)")
     parser.add_argument(
         "--database", action="append", default=[], metavar="ALIAS",
@@ -96,20 +108,45 @@ def missing_psycopg3(command: str) -> str | None:
     )
 
 
+def missing_mysqlclient() -> str | None:
+    """What to print when mysqlclient, which MySQL and MariaDB are read with, is absent."""
+    if importlib.util.find_spec("MySQLdb") is not None:
+        return None
+    return (
+        "connguard doctor: reading a MySQL or MariaDB server needs mysqlclient, which is not "
+        "installed. Install it with: pip install mysqlclient (it builds against "
+        "libmariadb-dev or libmysqlclient-dev, and needs pkg-config)"
+    )
+
+
+def _missing_driver(kinds: list[str]) -> str | None:
+    """The install hint for the first driver that reading these databases lacks."""
+    for kind in kinds:
+        missing = missing_mysqlclient() if kind == "mysql" else missing_psycopg3("doctor")
+        if missing:
+            return missing
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """``connguard doctor`` and ``manage.py connguard doctor``."""
-    missing = missing_psycopg3("doctor")
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
     notes: list[str] = []
     dsn = getattr(args, "dsn", None)
     if dsn is not None:
+        missing = _missing_driver(["mysql" if is_mysql(dsn) else "postgresql"])
+        if missing:
+            print(missing, file=sys.stderr)
+            return 2
         databases = [dsn_database(args)]
     else:
+        missing = _missing_driver(["postgresql"])
         error = setup_django(getattr(args, "settings", None))
         if error:
-            print(f"connguard doctor: {error}", file=sys.stderr)
+            print(missing or f"connguard doctor: {error}", file=sys.stderr)
+            return 2
+        missing = _missing_driver(django_kinds(args.database))
+        if missing:
+            print(missing, file=sys.stderr)
             return 2
         from django.core.exceptions import ImproperlyConfigured
 
@@ -119,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"connguard doctor: {exc}", file=sys.stderr)
             return 2
         if not databases:
-            print("connguard doctor: no PostgreSQL database in DATABASES", file=sys.stderr)
+            print(
+                "connguard doctor: no PostgreSQL, MySQL or MariaDB database in DATABASES",
+                file=sys.stderr,
+            )
             return 2
     django_settings: Any = None
     if dsn is None:

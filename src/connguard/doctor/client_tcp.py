@@ -6,17 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from connguard.doctor.model import Database
+from connguard.doctor.model import Database, MySQLFacts
 
 # Linux's defaults when neither the connection nor the system configuration sets them
 _OS_KEEPALIVE = {"keepalives_idle": 7200, "keepalives_interval": 75, "keepalives_count": 9}
 OS_RETRANSMIT = 924.6  # tcp_retries2 = 15: how long unacknowledged data is retried
 
 
-def client_tcp(db: Database) -> tuple[dict[str, int], list[str]]:
+def client_tcp(db: Database) -> tuple[dict[str, int], list[str]] | None:
     """The TCP keepalive and tcp_user_timeout settings db's connections run with, and the
     keywords of them the user set (the rest: connguard's defaults for a connguard pool, the
-    OS's otherwise; 0 means the OS's value, as in libpq)."""
+    OS's otherwise; 0 means the OS's value, as in libpq). On MySQL: those of the inspector's
+    own connection, which mysqlclient opens as the application's (None when unread)."""
+    if db.mysql:
+        facts = db.server
+        tcp = facts.client_tcp if isinstance(facts, MySQLFacts) else None
+        return (dict(tcp), []) if tcp else None
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
 

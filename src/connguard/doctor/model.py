@@ -4,14 +4,22 @@ model, the databases (aliases) and how many connections they may open; and the r
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from connguard.doctor.findings import SEVERITIES, Finding
 from connguard.doctor.text import dur
 
+MYSQL_SCHEMES = ("mysql://", "mariadb://", "mysql+mysqldb://")
+
+
+def is_mysql(conninfo: str) -> bool:
+    """Whether *conninfo* names a MySQL or MariaDB server (else PostgreSQL)."""
+    return conninfo.strip().lower().startswith(MYSQL_SCHEMES)
+
 
 @dataclasses.dataclass
 class Pooler:
-    kind: str  # "pgbouncer" or "proxy"
+    kind: str  # "pgbouncer", "proxysql", "maxscale" or "proxy"
     version: str | None = None
     pool_mode: str | None = None
     max_client_conn: int | None = None
@@ -22,8 +30,8 @@ class Pooler:
 
 
 @dataclasses.dataclass
-class Server:
-    """What one server (as one alias reaches it) says about itself."""
+class PostgresFacts:
+    """What one PostgreSQL server (as one alias reaches it) says about itself."""
 
     address: str  # host:port as connected to
     dbname: str
@@ -50,6 +58,63 @@ class Server:
     def budget(self) -> int:
         """Connections left for applications."""
         return max(0, self.max_connections - self.superuser_reserved - self.reserved)
+
+    @property
+    def limit(self) -> int:
+        """The most connections the application may open: a PgBouncer's max_client_conn,
+        else the budget."""
+        pooler = self.pooler
+        if pooler is not None and pooler.kind == "pgbouncer" and pooler.max_client_conn:
+            return pooler.max_client_conn
+        return self.budget
+
+
+@dataclasses.dataclass
+class MySQLFacts:
+    """What one MySQL or MariaDB server (as one alias reaches it) says about itself."""
+
+    address: str  # host:port as connected to
+    dbname: str
+    user: str  # the account, user@host (CURRENT_USER())
+    product: str = "MySQL"  # or "MariaDB"
+    version: str = ""  # VERSION()
+    version_comment: str = ""  # @@version_comment
+    max_connections: int = 0
+    max_user_connections: int = 0  # the account's limit in effect (0: none)
+    account_limit: bool = False  # max_user_connections is the account's own, not the global
+    wait_timeout: float = 0.0  # @@global.wait_timeout
+    interactive_timeout: float = 0.0
+    session_wait_timeout: float = 0.0  # what sessions opened as the application's get
+    interactive: bool = False  # the client says it is interactive (CLIENT_INTERACTIVE)
+    read_only: bool = False
+    super_read_only: bool | None = None  # None: the server has no such variable (MariaDB)
+    via_tcp: bool = True
+    connections_now: int = 0
+    client_tcp: dict[str, int] | None = None  # the TCP options of the doctor's own connection
+    pooler: Pooler | None = None
+    error: str | None = None
+
+    @property
+    def budget(self) -> int:
+        """Connections left for applications (the one spare slot is for an administrator)."""
+        return self.max_connections
+
+    @property
+    def limit(self) -> int:
+        """The most connections the application may open: the budget, or the account's
+        max_user_connections when lower."""
+        if self.max_user_connections:
+            return min(self.budget, self.max_user_connections)
+        return self.budget
+
+    @property
+    def idle_timeout_name(self) -> str:
+        """The variable the application's sessions' idle timeout comes from."""
+        return "interactive_timeout" if self.interactive else "wait_timeout"
+
+
+#: the facts of a server, whichever database it runs
+ServerFacts = PostgresFacts | MySQLFacts
 
 
 @dataclasses.dataclass
@@ -98,7 +163,14 @@ class Database:
     prepare_threshold: int | None = None
     server_pooler: str | None = None
     statement_timeout_set: bool = False
-    server: Server | None = None
+    #: driver keywords beyond the conninfo (a MySQL alias: Django's connection parameters)
+    connect_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    server: ServerFacts | None = None
+
+    @property
+    def mysql(self) -> bool:
+        """A MySQL or MariaDB database (its conninfo is a ``mysql://`` URL)."""
+        return is_mysql(self.conninfo)
 
     @property
     def pooled(self) -> bool:
@@ -156,7 +228,7 @@ class Demand:
 class Report:
     databases: list[Database]
     processes: Processes
-    servers: list[Server]
+    servers: list[ServerFacts]
     findings: list[Finding]
     notes: list[str]
     demands: list[Demand] = dataclasses.field(default_factory=list)

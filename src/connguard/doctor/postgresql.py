@@ -3,9 +3,10 @@ its role, its connections, and whether something sits in front of it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from connguard.doctor.model import Server
+from connguard.doctor.model import PostgresFacts
 from connguard.doctor.pgbouncer import inspect_pooler
 from connguard.doctor.text import one_line
 
@@ -41,13 +42,13 @@ def conn_params(conninfo: str) -> dict[str, Any]:
     return params
 
 
-def inspect_server(conninfo: str) -> Server:
+def inspect_server(conninfo: str) -> PostgresFacts:
     """Connect once with psycopg and read the server's facts (``error`` set on failure)."""
     import psycopg
 
     params = conn_params(conninfo)
     address = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
-    server = Server(address=address, dbname=str(params.get("dbname") or ""), user="")
+    server = PostgresFacts(address=address, dbname=str(params.get("dbname") or ""), user="")
     try:
         conn = psycopg.connect(autocommit=True, prepare_threshold=None, **params)
     except psycopg.Error as exc:
@@ -104,5 +105,5 @@ class PostgresInspector:
 
     product = "PostgreSQL"
 
-    def inspect(self, conninfo: str) -> Server:
-        return inspect_server(conninfo)
+    def inspect(self, conninfo: str, kwargs: Mapping[str, Any]) -> PostgresFacts:
+        return inspect_server(conninfo)  # the conninfo says everything

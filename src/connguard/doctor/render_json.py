@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from connguard.doctor.client_tcp import client_tcp, dead_path_bound
-from connguard.doctor.model import Database, Report, Server
+from connguard.doctor.model import Database, Report, ServerFacts
 
 
 def report_dict(report: Report, strict: bool = False) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def report_dict(report: Report, strict: bool = False) -> dict[str, Any]:
     }
 
 
-def _server_dict(server: Server) -> dict[str, Any]:
+def _server_dict(server: ServerFacts) -> dict[str, Any]:
     data = dataclasses.asdict(server)
     data["budget"] = server.budget
     return data
@@ -33,10 +33,19 @@ def _database_dict(db: Database) -> dict[str, Any]:
 
     data = dataclasses.asdict(db)
     data.pop("server")
+    data.pop("connect_kwargs")  # driver keywords (converters, a password), not settings
     data["conninfo"] = mask_conninfo(db.conninfo)
     data["server"] = db.server.address if db.server else None
-    values, mine = client_tcp(db)
-    data["client_tcp"] = {**values, "set": mine, "dead_path_bound": dead_path_bound(values)}
+    tcp = client_tcp(db)
+    data["client_tcp"] = (
+        None
+        if tcp is None
+        else {
+            **tcp[0],
+            "set": tcp[1],
+            "dead_path_bound": dead_path_bound(tcp[0]),
+        }
+    )
     for key in ("max_lifetime", "max_idle", "conn_max_age"):
         if data[key] == float("inf"):
             data[key] = None

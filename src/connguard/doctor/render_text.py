@@ -6,7 +6,14 @@ import sys
 from typing import Any
 
 from connguard.doctor.client_tcp import OS_RETRANSMIT, client_tcp, dead_path_bound
-from connguard.doctor.model import Database, Pooler, Processes, Report
+from connguard.doctor.model import (
+    Database,
+    MySQLFacts,
+    Pooler,
+    PostgresFacts,
+    Processes,
+    Report,
+)
 from connguard.doctor.text import about, dur, plural
 
 
@@ -19,37 +26,10 @@ def report_lines(report: Report) -> list[tuple[str, str]]:
         if server.error:
             add((f"  unreachable: {server.error}", "error"))
             continue
-        role = "standby in recovery" if server.in_recovery else "primary"
-        access = "read-only" if server.in_recovery or server.default_read_only else "read-write"
-        add((f"  PostgreSQL {server.version}, {role}, {access}", ""))
-        reserved = f"superuser {server.superuser_reserved}"
-        if server.version_num >= 160000:
-            reserved += f", reserved_connections {server.reserved}"
-        add(
-            (
-                f"  max_connections {server.max_connections}, reserved "
-                f"{server.superuser_reserved + server.reserved} ({reserved}): "
-                f"{server.budget} for applications",
-                "",
-            )
-        )
-        add(
-            (
-                f"  idle_session_timeout {dur(server.idle_session_timeout)}, "
-                "idle_in_transaction_session_timeout "
-                f"{dur(server.idle_in_transaction_session_timeout)}, "
-                f"statement_timeout {dur(server.statement_timeout)}",
-                "",
-            )
-        )
-        if server.via_tcp:
-            add(
-                (
-                    f"  tcp_keepalives idle {server.tcp_keepalives_idle} s, interval "
-                    f"{server.tcp_keepalives_interval} s, count {server.tcp_keepalives_count}",
-                    "",
-                )
-            )
+        if isinstance(server, MySQLFacts):
+            lines += _mysql_lines(server)
+        else:
+            lines += _postgres_lines(server)
         add((f"  in front: {_describe_pooler(server.pooler)}", ""))
     add(("Processes", "head"))
     add((f"  {describe_processes(report.processes)}", ""))
@@ -58,8 +38,9 @@ def report_lines(report: Report) -> list[tuple[str, str]]:
     for db in report.databases:
         target = f"{db.server.address}/{db.server.dbname}" if db.server else "?"
         add((f"  {db.alias:<{width}}  {db.describe()} -> {target}", ""))
-        if db.server is None or db.server.via_tcp:
-            add((f"  {'':<{width}}  client TCP: {describe_client_tcp(db)}", ""))
+        tcp = describe_client_tcp(db) if db.server is None or db.server.via_tcp else None
+        if tcp is not None:
+            add((f"  {'':<{width}}  client TCP: {tcp}", ""))
     for need in report.demands:
         if need.formula:
             add(
@@ -79,6 +60,74 @@ def report_lines(report: Report) -> list[tuple[str, str]]:
         add((f"{'':17}fix: {f.fix}", ""))
     counts = [plural(n, s, s + "s" if s != "info" else s) for s, n in report.counts().items()]
     add((", ".join(counts), "head"))
+    return lines
+
+
+def _postgres_lines(server: PostgresFacts) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    add = lines.append
+    role = "standby in recovery" if server.in_recovery else "primary"
+    access = "read-only" if server.in_recovery or server.default_read_only else "read-write"
+    add((f"  PostgreSQL {server.version}, {role}, {access}", ""))
+    reserved = f"superuser {server.superuser_reserved}"
+    if server.version_num >= 160000:
+        reserved += f", reserved_connections {server.reserved}"
+    add(
+        (
+            f"  max_connections {server.max_connections}, reserved "
+            f"{server.superuser_reserved + server.reserved} ({reserved}): "
+            f"{server.budget} for applications",
+            "",
+        )
+    )
+    add(
+        (
+            f"  idle_session_timeout {dur(server.idle_session_timeout)}, "
+            "idle_in_transaction_session_timeout "
+            f"{dur(server.idle_in_transaction_session_timeout)}, "
+            f"statement_timeout {dur(server.statement_timeout)}",
+            "",
+        )
+    )
+    if server.via_tcp:
+        add(
+            (
+                f"  tcp_keepalives idle {server.tcp_keepalives_idle} s, interval "
+                f"{server.tcp_keepalives_interval} s, count {server.tcp_keepalives_count}",
+                "",
+            )
+        )
+    return lines
+
+
+def _mysql_lines(server: MySQLFacts) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    add = lines.append
+    flag = "super_read_only" if server.super_read_only else "read_only"
+    access = (
+        f"read-only ({flag} ON)" if server.read_only or server.super_read_only else "read-write"
+    )
+    comment = f" ({server.version_comment})" if server.version_comment else ""
+    add((f"  {server.product} {server.version}{comment}, {access}", ""))
+    whose = "the account's own" if server.account_limit else "every account's"
+    limit = server.max_user_connections or "0 (none)"
+    add(
+        (
+            f"  max_connections {server.max_connections}, max_user_connections {limit}"
+            f"{f' ({whose})' if server.max_user_connections else ''}: "
+            f"{server.limit} for the application",
+            "",
+        )
+    )
+    client = "an interactive client's" if server.interactive else "the application's"
+    add(
+        (
+            f"  wait_timeout {dur(server.wait_timeout)}, interactive_timeout "
+            f"{dur(server.interactive_timeout)}: {client} sessions close after "
+            f"{dur(server.session_wait_timeout)} idle",
+            "",
+        )
+    )
     return lines
 
 
@@ -102,8 +151,11 @@ def describe_processes(model: Processes) -> str:
     return text + f"; {plural(model.hosts, 'host')}"
 
 
-def describe_client_tcp(db: Database) -> str:
-    values, mine = client_tcp(db)
+def describe_client_tcp(db: Database) -> str | None:
+    tcp = client_tcp(db)
+    if tcp is None:
+        return None
+    values, mine = tcp
     if not values["keepalives"]:
         keepalive = "keepalives off"
     else:
@@ -115,7 +167,9 @@ def describe_client_tcp(db: Database) -> str:
     unacked = (
         f"tcp_user_timeout {dur(user_timeout / 1000)}" if user_timeout else ("no tcp_user_timeout")
     )
-    if db.mode == "connguard pool":
+    if db.mysql:
+        rest = "mysqlclient's and the OS's, as the doctor's own connection has them"
+    elif db.mode == "connguard pool":
         rest = "connguard's defaults"
     else:
         rest = "libpq's and the OS's defaults"
@@ -136,6 +190,8 @@ def _describe_pooler(pooler: Pooler | None) -> str:
         return "nothing (direct connection)"
     if pooler.kind == "proxy":
         return f"a proxy or port mapping ({pooler.detail})"
+    if pooler.kind in ("proxysql", "maxscale"):
+        return f"{'ProxySQL' if pooler.kind == 'proxysql' else 'MaxScale'} ({pooler.detail})"
     return (
         f"PgBouncer {pooler.version}, pool_mode {pooler.pool_mode}, max_client_conn "
         f"{pooler.max_client_conn}, pool_size {pooler.pool_size}, client_idle_timeout "

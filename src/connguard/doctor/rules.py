@@ -1,16 +1,55 @@
-"""The rules: facts in, findings out (each with its numbers and its fix)."""
+"""The rules every database shares: facts in, findings out (each with its numbers and its
+fix). What they say differently per database comes from a :class:`DatabaseRules`
+(:mod:`.rules_postgresql`, :mod:`.rules_mysql`), which also holds that database's own rules."""
 
 from __future__ import annotations
 
-from connguard.doctor.databases import CONNGUARD_ENGINE
-from connguard.doctor.findings import SEVERITIES, Finding
-from connguard.doctor.model import Database, Demand, Processes, Server
-from connguard.doctor.text import about, dur, plural
+import abc
+
+from connguard.doctor.findings import Finding
+from connguard.doctor.model import Database, Demand, Processes, ServerFacts
+from connguard.doctor.text import dur, plural
 
 _WARN_FRACTION = 0.8
 
 
-def unreachable(servers: list[Server], databases: list[Database]) -> list[Finding]:
+class DatabaseRules(abc.ABC):
+    """One database's rules, and the words the shared rules use for it."""
+
+    engine: str  # connguard's ENGINE for it
+    idle_error: str  # what the first query on a session the server closed fails with
+    full_error: str  # what a connect fails with when the server is full
+    pile_up_error: str  # what connections piling up end in
+    shared_session_errors: str  # what workers sharing an inherited session see
+    multiplexer: str  # the fix that puts something in front to share server connections
+    or_django_pool: str = ""  # ", or Django's pool" where Django has one
+
+    @abc.abstractmethod
+    def idle_timeouts(self, server: ServerFacts) -> list[tuple[str, str, float, str]]:
+        """``(finding id, setting, seconds, who)`` of each idle timeout in the way."""
+
+    @abc.abstractmethod
+    def exempt(self, name: str, db: Database) -> str:
+        """The fix that takes the application out of idle timeout *name*."""
+
+    @abc.abstractmethod
+    def budget_text(self, server: ServerFacts) -> str:
+        """How the server's connection budget is made up."""
+
+    @abc.abstractmethod
+    def server_findings(
+        self, server: ServerFacts, dbs: list[Database], model: Processes
+    ) -> list[Finding]:
+        """Findings about the server itself (dbs: the aliases that use it)."""
+
+    @abc.abstractmethod
+    def database_findings(
+        self, db: Database, server: ServerFacts, model: Processes
+    ) -> list[Finding]:
+        """This database's own findings about one alias (the pooler in front, ...)."""
+
+
+def unreachable(servers: list[ServerFacts], databases: list[Database]) -> list[Finding]:
     """CG001 for each server that could not be inspected."""
     findings: list[Finding] = []
     for server in servers:
@@ -27,105 +66,19 @@ def unreachable(servers: list[Server], databases: list[Database]) -> list[Findin
     return findings
 
 
-def diagnose(databases: list[Database], model: Processes) -> list[Finding]:
-    """Every finding for these databases (each with its ``server`` inspected)."""
-    found: list[Finding] = []
-    servers: dict[str, Server] = {}
-    for db in databases:
-        if db.server is not None and db.server.error is None:
-            servers.setdefault(db.server.address, db.server)
-    for server in servers.values():
-        found += _server_findings(server, [d for d in databases if d.server is server])
-    for db in databases:
-        if db.server is not None and db.server.error is None:
-            found += _idle_findings(db, db.server)
-            found += _pooler_findings(db, db.server)
-    for address, server in servers.items():
-        found += _budget_findings(
-            server, [d for d in databases if d.server and d.server.address == address], model
-        )
-    found += _process_findings(databases, model)
-    rank = {s: i for i, s in enumerate(SEVERITIES)}
-    found.sort(key=lambda f: (rank[f.severity], f.id, f.subject))
-    return found
-
-
-def _server_findings(server: Server, dbs: list[Database]) -> list[Finding]:
-    found = []
-    where = server.address
-    if server.in_recovery or server.default_read_only:
-        why = (
-            "it is a standby in recovery (pg_is_in_recovery() is true)"
-            if server.in_recovery
-            else "default_transaction_read_only is on"
-        )
-        found.append(
-            Finding(
-                "CG501", "warning", where,
-                f"{where} is read-only: {why}; every write will fail with "
-                "'cannot execute ... in a read-only transaction'.",
-                "Point the writing aliases at the primary (keep this server for a "
-                "read-replica alias with a database router), or "
-                "ALTER SYSTEM SET default_transaction_read_only = off.",
-            )
-        )  # fmt: skip
-    if server.via_tcp and (server.tcp_keepalives_idle == 0 or server.tcp_keepalives_idle > 600):
-        idle = server.tcp_keepalives_idle or 7200
-        total = idle + (server.tcp_keepalives_interval or 75) * (server.tcp_keepalives_count or 9)
-        found.append(
-            Finding(
-                "CG103", "info", where,
-                f"{where}: tcp_keepalives_idle is {idle} s: the session of a client that "
-                "vanished without closing its socket (a killed host or container, a cut "
-                f"network) keeps one of the {server.budget} connection slots for about "
-                f"{about(total)}.",
-                "ALTER SYSTEM SET tcp_keepalives_idle = 60; ALTER SYSTEM SET "
-                "tcp_keepalives_interval = 10; ALTER SYSTEM SET tcp_keepalives_count = 6; "
-                "SELECT pg_reload_conf();",
-            )
-        )  # fmt: skip
-    if not server.statement_timeout and not all(d.statement_timeout_set for d in dbs):
-        found.append(
-            Finding(
-                "CG104", "info", where,
-                f"{where}: statement_timeout is off: a runaway query holds its connection, "
-                "and its pool slot, until it ends.",
-                "Set a bound for the application's role (ALTER ROLE app SET statement_timeout "
-                "= '30s') or per alias: OPTIONS['options'] = '-c statement_timeout=30000'.",
-            )
-        )  # fmt: skip
-    if not server.idle_in_transaction_session_timeout:
-        found.append(
-            Finding(
-                "CG105", "info", where,
-                f"{where}: idle_in_transaction_session_timeout is off: a session left idle "
-                "inside a transaction (a leak, a debugger, a crashed worker's half-done "
-                "request) holds its locks and its connection indefinitely.",
-                "ALTER SYSTEM SET idle_in_transaction_session_timeout = '60s'; SELECT "
-                "pg_reload_conf(); and set the pool's leak_threshold to find who holds "
-                "connections too long.",
-            )
-        )  # fmt: skip
-    return found
-
-
-def _idle_findings(db: Database, server: Server) -> list[Finding]:
+def idle_findings(db: Database, server: ServerFacts, rules: DatabaseRules) -> list[Finding]:
+    """The server (or what is in front of it) closes sessions idle longer than db keeps them."""
     found = []
     bound = db.idle_bound()
-    timeouts = [("CG101", "idle_session_timeout", server.idle_session_timeout, server.address)]
-    if server.pooler is not None and server.pooler.kind == "pgbouncer":
-        timeouts.append(
-            ("CG102", "client_idle_timeout", server.pooler.client_idle_timeout, "PgBouncer")
-        )
-    for fid, name, timeout, who in timeouts:
+    for fid, name, timeout, who in rules.idle_timeouts(server):
         if not timeout or bound < timeout:
             continue
         if db.pooled:
-            what = _idle_reason(db)
+            what = idle_reason(db)
         else:
-            what = f"a worker keeps its connection between requests for up to {_age(db)}"
-        consequence, severity = _idle_consequence(db)
-        fix = _idle_fix(db, timeout, name)
+            what = f"a worker keeps its connection between requests for up to {age(db)}"
+        consequence, severity = _idle_consequence(db, rules)
+        fix = _idle_fix(db, timeout, name, rules)
         found.append(
             Finding(
                 fid, severity, db.alias,
@@ -137,7 +90,7 @@ def _idle_findings(db: Database, server: Server) -> list[Finding]:
     return found
 
 
-def _idle_reason(db: Database) -> str:
+def idle_reason(db: Database) -> str:
     if db.keepalive_interval:
         return f"the pool pings idle connections only every {dur(db.keepalive_interval)}"
     if db.min_size:
@@ -151,7 +104,7 @@ def _idle_reason(db: Database) -> str:
     )
 
 
-def _idle_consequence(db: Database) -> tuple[str, str]:
+def _idle_consequence(db: Database, rules: DatabaseRules) -> tuple[str, str]:
     if db.engine in ("connguard", "dsn"):
         return (
             "connguard finds such connections dead at checkout and replaces them "
@@ -163,20 +116,12 @@ def _idle_consequence(db: Database) -> tuple[str, str]:
             "CONN_HEALTH_CHECKS finds them dead at the start of a request and reconnects.",
             "warning",
         )
-    return (
-        "the first query on such a connection fails with 'terminating connection due to "
-        "idle-session timeout' (or 'server closed the connection unexpectedly').",
-        "error",
-    )
+    return f"the first query on such a connection fails with {rules.idle_error}.", "error"
 
 
-def _idle_fix(db: Database, timeout: float, name: str) -> str:
+def _idle_fix(db: Database, timeout: float, name: str, rules: DatabaseRules) -> str:
     below = dur(max(1.0, timeout * 0.5))
-    exempt = (
-        "exempt the application's role: ALTER ROLE app SET idle_session_timeout = 0"
-        if name == "idle_session_timeout"
-        else "set client_idle_timeout = 0 in pgbouncer.ini"
-    )
+    exempt = rules.exempt(name, db)
     if db.engine in ("connguard", "dsn") and db.pooled:
         key, also = (
             ("OPTIONS['pool']['keepalive_interval']", "['max_idle']")
@@ -189,84 +134,23 @@ def _idle_fix(db: Database, timeout: float, name: str) -> str:
         )
     if db.mode == "Django pool":
         return (
-            f"Use ENGINE '{CONNGUARD_ENGINE}' (it checks connections at checkout), or set "
+            f"Use ENGINE '{rules.engine}' (it checks connections at checkout), or set "
             f"OPTIONS['pool'] max_idle to {below} with min_size 0 and CONN_HEALTH_CHECKS = True."
         )
     age = int(max(1.0, timeout * 0.5))
     if db.engine == "connguard":  # OPTIONS['pool'] = False: Django's persistent connections
         return f"Set CONN_MAX_AGE below the timeout (e.g. {age}), or turn the pool back on."
     return (
-        f"Use ENGINE '{CONNGUARD_ENGINE}', or set CONN_MAX_AGE below the timeout (e.g. "
+        f"Use ENGINE '{rules.engine}', or set CONN_MAX_AGE below the timeout (e.g. "
         f"{age}) and CONN_HEALTH_CHECKS = True."
     )
 
 
-def _age(db: Database) -> str:
+def age(db: Database) -> str:
     return "ever (CONN_MAX_AGE None)" if db.conn_max_age is None else dur(db.conn_max_age)
 
 
-def _pooler_findings(db: Database, server: Server) -> list[Finding]:
-    found = []
-    pooler = server.pooler
-    detected = pooler.pool_mode if pooler is not None and pooler.kind == "pgbouncer" else None
-    mode = db.server_pooler or detected
-    if pooler is not None and pooler.kind == "proxy" and not db.server_pooler:
-        found.append(
-            Finding(
-                "CG404", "info", db.alias,
-                f"{db.alias}: something is between the application and the server: "
-                f"{pooler.detail}.",
-                "If it is a pooler in transaction or statement mode, declare it: "
-                "OPTIONS['pool']['server_pooler'] = 'transaction' (then connguard's checks "
-                "apply). A port mapping or TCP proxy needs nothing.",
-            )
-        )  # fmt: skip
-    if detected in ("transaction", "statement") and db.server_pooler != detected:
-        assert pooler is not None
-        declared = "not declared" if db.server_pooler is None else f"declared {db.server_pooler!r}"
-        found.append(
-            Finding(
-                "CG403", "warning", db.alias,
-                f"{db.alias}: PgBouncer {pooler.version} at {server.address} runs in "
-                f"{detected} mode, but the settings say server_pooler is {declared}.",
-                f"Set OPTIONS['pool']['server_pooler'] = {detected!r}, so that the system "
-                "checks guard against what this mode breaks.",
-            )
-        )  # fmt: skip
-    if mode not in ("transaction", "statement"):
-        return found
-    source = "PgBouncer" if detected == mode else "the declared pooler"
-    if db.server_side_cursors:
-        found.append(
-            Finding(
-                "CG401", "error", db.alias,
-                f"{db.alias}: server-side cursors are enabled behind {source} in {mode} mode: "
-                "QuerySet.iterator() fails with 'cursor \"...\" does not exist' when the "
-                "pooler runs the next fetch on another server connection.",
-                f"Set DATABASES[{db.alias!r}]['DISABLE_SERVER_SIDE_CURSORS'] = True.",
-            )
-        )  # fmt: skip
-    tracked = pooler is not None and pooler.max_prepared_statements > 0
-    if db.prepare_threshold is not None and not tracked:
-        where = (
-            f"OPTIONS['prepare_threshold'] = {db.prepare_threshold}"
-            if db.engine != "dsn"
-            else f"prepare_threshold {db.prepare_threshold}"
-        )
-        found.append(
-            Finding(
-                "CG402", "warning", db.alias,
-                f"{db.alias}: prepared statements are enabled ({where}) behind {source} in "
-                f"{mode} mode: they fail with 'prepared statement \"_pg3_0\" does not exist' "
-                "when a later execution lands on another server connection.",
-                "Remove OPTIONS['prepare_threshold'] (Django then disables them), or run "
-                "PgBouncer >= 1.21 with max_prepared_statements > 0.",
-            )
-        )  # fmt: skip
-    return found
-
-
-def demand(server: Server, dbs: list[Database], model: Processes) -> Demand:
+def demand(server: ServerFacts, dbs: list[Database], model: Processes) -> Demand:
     terms: list[str] = []
     total = 0
     unbounded: list[str] = []
@@ -286,15 +170,22 @@ def demand(server: Server, dbs: list[Database], model: Processes) -> Demand:
     formula = " + ".join(terms)
     if model.hosts > 1 and terms:
         formula = f"{model.hosts} hosts x ({formula})"
-    pooler = server.pooler
-    if pooler is not None and pooler.kind == "pgbouncer" and pooler.max_client_conn:
-        limit = pooler.max_client_conn
-    else:
-        limit = server.budget
-    return Demand(server.address, total, formula, limit, unbounded)
+    return Demand(server.address, total, formula, server.limit, unbounded)
 
 
-def _budget_findings(server: Server, dbs: list[Database], model: Processes) -> list[Finding]:
+def processes_sharing(model: Processes) -> int:
+    """Processes of all hosts that open connections of their own."""
+    return model.hosts * (model.workers + model.celery)
+
+
+def max_size_within(limit: int, model: Processes, dbs: list[Database]) -> int:
+    """The max_size that keeps every process of every alias within *limit* connections."""
+    return max(1, limit // max(1, processes_sharing(model) * max(1, len(dbs))))
+
+
+def budget_findings(
+    server: ServerFacts, dbs: list[Database], model: Processes, rules: DatabaseRules
+) -> list[Finding]:
     """Connections all processes of all hosts may open to this server at once."""
     need = demand(server, dbs, model)
     total, formula = need.total, need.formula
@@ -309,8 +200,8 @@ def _budget_findings(server: Server, dbs: list[Database], model: Processes) -> l
                 f"{db.alias}: under ASGI every request in flight opens its own connection "
                 f"({db.describe()}): nothing bounds how many of the {server.budget} "
                 f"connections of {server.address} a burst takes.",
-                f"Use ENGINE '{CONNGUARD_ENGINE}' (at most max_size per process; others wait "
-                "for timeout), or Django's pool.",
+                f"Use ENGINE '{rules.engine}' (at most max_size per process; others wait "
+                f"for timeout){rules.or_django_pool}.",
             )
         )  # fmt: skip
     if not formula:
@@ -329,19 +220,18 @@ def _budget_findings(server: Server, dbs: list[Database], model: Processes) -> l
             )  # fmt: skip
         return found
     budget = server.budget
-    reserved = server.superuser_reserved + server.reserved
-    budget_text = f"{server.max_connections} max_connections - {reserved} reserved = {budget}"
-    share = model.hosts * (model.workers + model.celery)
+    budget_text = rules.budget_text(server)
+    share = processes_sharing(model)
     if total > budget:
-        suggest = max(1, budget // max(1, share * max(1, len(dbs))))
+        suggest = max_size_within(budget, model, dbs)
         found.append(
             Finding(
                 "CG201", "error", server.address,
                 f"{server.address}: the processes may open {total} connections ({formula}) "
                 f"but the server accepts {budget} ({budget_text}): past that, connects fail "
-                "with 'sorry, too many clients already'.",
+                f"with {rules.full_error}.",
                 f"Lower max_size to {suggest} (for {plural(share, 'process', 'processes')}), "
-                "put PgBouncer in transaction mode in front, or raise max_connections.",
+                f"{rules.multiplexer}, or raise max_connections.",
             )
         )  # fmt: skip
     elif total > budget * _WARN_FRACTION:
@@ -352,7 +242,7 @@ def _budget_findings(server: Server, dbs: list[Database], model: Processes) -> l
                 f"{round(100 * total / max(1, budget))}% of the {budget} the server accepts "
                 f"({budget_text}); deploys (old and new workers at once), migrations and "
                 "consoles need room too.",
-                f"Lower max_size to {max(1, int(budget * _WARN_FRACTION) // max(1, share * len(dbs)))} "
+                f"Lower max_size to {max_size_within(int(budget * _WARN_FRACTION), model, dbs)} "
                 f"(for {plural(share, 'process', 'processes')}), or raise max_connections, so "
                 f"that the total stays below {int(budget * _WARN_FRACTION)}.",
             )
@@ -360,7 +250,8 @@ def _budget_findings(server: Server, dbs: list[Database], model: Processes) -> l
     return found
 
 
-def _process_findings(dbs: list[Database], model: Processes) -> list[Finding]:
+def process_findings(dbs: list[Database], model: Processes, rules: DatabaseRules) -> list[Finding]:
+    """What the process model does to the connections of dbs."""
     found = []
     for db in dbs:
         if model.preload and db.engine == "django":
@@ -371,8 +262,8 @@ def _process_findings(dbs: list[Database], model: Processes) -> list[Finding]:
                         f"{db.alias}: gunicorn --preload with {db.describe()}: a connection "
                         "opened in the master (a query at import time or in AppConfig.ready()) "
                         "is inherited by every worker, which then share one server session: "
-                        "crossed results, 'lost synchronization with server', SSL errors.",
-                        f"Use ENGINE '{CONNGUARD_ENGINE}' (each worker drops inherited "
+                        f"{rules.shared_session_errors}.",
+                        f"Use ENGINE '{rules.engine}' (each worker drops inherited "
                         "connections without a byte sent), or close them in the master before "
                         "it forks: a gunicorn pre_fork hook calling "
                         "django.db.connections.close_all().",
@@ -386,7 +277,7 @@ def _process_findings(dbs: list[Database], model: Processes) -> list[Finding]:
                         "query at import time or in AppConfig.ready()) stays open there and is "
                         "inherited by every worker; each closes its copy at its first request, "
                         "which ends the session the master still holds.",
-                        f"Use ENGINE '{CONNGUARD_ENGINE}', or avoid queries at import time, or "
+                        f"Use ENGINE '{rules.engine}', or avoid queries at import time, or "
                         "call django.db.connections.close_all() in a gunicorn pre_fork hook.",
                     )
                 )  # fmt: skip
@@ -407,8 +298,8 @@ def _process_findings(dbs: list[Database], model: Processes) -> list[Finding]:
                     "CG303", "error", db.alias,
                     f"{db.alias}: {db.describe()} under ASGI: Django keeps a connection per "
                     "thread and async context, which ASGI servers create per request; they are "
-                    "never reused and pile up until 'too many clients already'.",
-                    f"Set CONN_MAX_AGE = 0, or use ENGINE '{CONNGUARD_ENGINE}' with its pool "
+                    f"never reused and pile up until {rules.pile_up_error}.",
+                    f"Set CONN_MAX_AGE = 0, or use ENGINE '{rules.engine}' with its pool "
                     "(connections return to it after every request).",
                 )
             )  # fmt: skip
