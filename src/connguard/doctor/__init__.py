@@ -13,15 +13,19 @@ Three inputs, each optional but the server:
   options (``--workers``, ``--threads``, ``--preload``, ``--asgi``, ``--gevent``,
   ``--celery-concurrency``, ``--hosts``), which win (see
   :func:`.processes.detect_processes`);
-- **the live server** (:mod:`.server`: one inspector per database), read over one plain
-  connection: for PostgreSQL (:mod:`.postgresql`) version, connection budget, timeouts, TCP
-  keepalives, read-only / recovery, and what sits in front of it (a PgBouncer is recognised
-  by its admin console, :mod:`.pgbouncer`, whenever the server reports another address or
-  port than the one connected to).
+- **the live server** (:mod:`.server`: one inspector per database, chosen by the conninfo),
+  read over one plain connection: for PostgreSQL (:mod:`.postgresql`, psycopg 3) version,
+  connection budget, timeouts, TCP keepalives, read-only / recovery, and what sits in front
+  of it (a PgBouncer is recognised by its admin console, :mod:`.pgbouncer`, whenever the
+  server reports another address or port than the one connected to); for MySQL and MariaDB
+  (:mod:`.mysql`, mysqlclient) the idle timeouts the application's sessions get, the
+  connection limits, ``read_only`` and a proxy in front.
 
-Inspectors gather facts (:mod:`.model`); the rules (:mod:`.rules`) turn them into findings
-(:mod:`.findings`: a stable id, a severity, a message with the numbers and a fix); the
-renderers print them (:mod:`.render_text`, :mod:`.render_json`); :mod:`.cli` wires it to the
-command line. Exit status: 0 when nothing is above the threshold, 1 with errors (or warnings
-under ``--strict``), 2 when a server cannot be reached.
+Inspectors gather facts (:mod:`.model`); the rules turn them into findings (:mod:`.findings`:
+a stable id, a severity, a message with the numbers and a fix): the rules every database
+shares (:mod:`.rules`) and each database's own (:mod:`.rules_postgresql`,
+:mod:`.rules_mysql`), applied by :mod:`.diagnose`; the renderers print them
+(:mod:`.render_text`, :mod:`.render_json`); :mod:`.cli` wires it to the command line. Exit
+status: 0 when nothing is above the threshold, 1 with errors (or warnings under
+``--strict``), 2 when a server cannot be reached.
 """
