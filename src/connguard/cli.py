@@ -16,7 +16,7 @@ from collections.abc import Sequence
 #: ``run(args) -> int``
 COMMANDS = {
     "demo": ("connguard.demo", "show the classic connection failures and their cure"),
-    "doctor": ("connguard.doctor", "diagnose a deployment's connection risks"),
+    "doctor": ("connguard.doctor.cli", "diagnose a deployment's connection risks"),
     "stats": ("connguard.top", "print pool and server connection statistics once"),
     "top": ("connguard.top", "live table of pools and server connections"),
 }

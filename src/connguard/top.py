@@ -101,9 +101,9 @@ def activity(conninfo: str, dbname: str | None, like: str | None) -> list[tuple[
     """``pg_stat_activity`` grouped by application and state."""
     import psycopg
 
-    from connguard.doctor import _conn_params
+    from connguard.doctor.postgresql import conn_params
 
-    with psycopg.connect(autocommit=True, prepare_threshold=None, **_conn_params(conninfo)) as c:
+    with psycopg.connect(autocommit=True, prepare_threshold=None, **conn_params(conninfo)) as c:
         return list(c.execute(ACTIVITY_SQL, {"db": dbname, "like": like}).fetchall())
 
 
@@ -130,13 +130,13 @@ NOTHING_TO_SHOW = (
 
 def _targets(args: argparse.Namespace) -> list[Target]:
     """The servers to read; :class:`NothingToShow` when there is nothing to read at all."""
-    from connguard import doctor
+    from connguard.doctor.databases import django_databases, setup_django
 
     dsn = getattr(args, "dsn", None)
     if dsn:
         return [Target("--dsn", dsn, args.like)]
 
-    error = doctor._setup_django(getattr(args, "settings", None))
+    error = setup_django(getattr(args, "settings", None))
     if error:
         if args.metrics_url:
             return []
@@ -144,7 +144,7 @@ def _targets(args: argparse.Namespace) -> list[Target]:
     from django.core.exceptions import ImproperlyConfigured
 
     try:
-        databases = doctor.django_databases(args.database)
+        databases = django_databases(args.database, kinds=("postgresql",))
     except ImproperlyConfigured as exc:  # bad OPTIONS["pool"] (connguard.E001)
         raise NothingToShow(str(exc)) from None
     if not databases and not args.metrics_url:
@@ -385,7 +385,7 @@ def add_top_arguments(parser: argparse.ArgumentParser, django: bool = False) -> 
 
 
 def _psycopg3_missing(command: str) -> bool:
-    from connguard.doctor import missing_psycopg3
+    from connguard.doctor.cli import missing_psycopg3
 
     missing = missing_psycopg3(command)
     if missing:

@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 
 from connguard import cli
-from connguard import doctor as doctor_module
+from connguard.doctor import cli as doctor_cli
+from connguard.doctor import processes as doctor_processes
+from connguard.doctor.model import Processes
+from connguard.doctor.render_text import describe_processes
 from connguard.testing import _teardown
 from connguard.testing.pgbouncer import PgBouncer
 from connguard.testing.server import PostgresServer
@@ -393,7 +396,7 @@ def test_gunicorn_cmd_args(
     assert (proc["workers"], proc["gevent"], proc["worker_connections"]) == (5, True, 50)
     assert (proc["asgi"], proc["source"]) == (False, "GUNICORN_CMD_ARGS")
     assert report["demand"][0]["total"] == 20  # 5 workers x min(max_size 4, 50 greenlets)
-    assert doctor_module.describe_processes(doctor_module.Processes(**proc)) == (
+    assert describe_processes(Processes(**proc)) == (
         "5 workers x 50 greenlets (gevent), preload off (from GUNICORN_CMD_ARGS); 1 host"
     )
 
@@ -421,7 +424,7 @@ def test_asgi_from_the_settings(pg: PostgresServer) -> None:
     assert processes(report) == ("asgi", True, 1, "ASGI_APPLICATION")
     assert ids(report)["CG204"] == "warning"  # nothing bounds the stock engine under ASGI
     assert report["notes"] == [WORKERS_UNKNOWN]
-    assert doctor_module.describe_processes(doctor_module.Processes(**report["processes"])) == (
+    assert describe_processes(Processes(**report["processes"])) == (
         "1 worker x ASGI (requests in flight not bounded), preload off (from ASGI_APPLICATION); "
         "1 host"
     )
@@ -494,7 +497,7 @@ def test_celery_from_the_settings_and_the_environment(pg: PostgresServer) -> Non
     assert (proc["celery"], proc["celery_source"]) == (6, "CELERY_WORKER_CONCURRENCY")
     (need,) = report["demand"]
     assert need["total"] == 14 and need["formula"] == "2 workers x 4 (default) + 6 Celery x 1"
-    assert doctor_module.describe_processes(doctor_module.Processes(**proc)) == (
+    assert describe_processes(Processes(**proc)) == (
         "2 workers x 4 threads (gthread), preload off (from options); Celery: 6 processes "
         "(from CELERY_WORKER_CONCURRENCY); 1 host"
     )
@@ -529,14 +532,12 @@ def test_celery_from_the_settings_and_the_environment(pg: PostgresServer) -> Non
     assert (report["processes"]["celery"], report["processes"]["celery_source"]) == (0, "")
 
 
-def detect(
-    argv: Sequence[str] = (), settings: Any = None
-) -> tuple[doctor_module.Processes, list[str]]:
+def detect(argv: Sequence[str] = (), settings: Any = None) -> tuple[Processes, list[str]]:
     """``detect_processes`` for these options and settings (any object with attributes)."""
     parser = argparse.ArgumentParser()
-    doctor_module.add_arguments(parser)
+    doctor_cli.add_arguments(parser)
     notes: list[str] = []
-    model, _ = doctor_module.detect_processes(parser.parse_args(argv), notes, settings)
+    model, _ = doctor_processes.detect_processes(parser.parse_args(argv), notes, settings)
     return model, notes
 
 
@@ -551,7 +552,7 @@ def test_celery_settings_need_celery(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert model.celery == (os.cpu_count() or 1)
     assert model.celery_source == "CELERY_WORKER_CONCURRENCY 'auto'; the CPU count assumed"
     assert notes[0].startswith("Celery: CELERY_WORKER_CONCURRENCY is 'auto', the CPU count, ")
-    monkeypatch.setattr(doctor_module, "_celery_importable", lambda: False)
+    monkeypatch.setattr(doctor_processes, "_celery_importable", lambda: False)
     assert detect(settings=settings)[0].celery == 0  # the app cannot run Celery
     # the environment describes the deployment, with or without Django's settings
     monkeypatch.setenv("CELERY_WORKER_CONCURRENCY", "7")

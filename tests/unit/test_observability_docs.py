@@ -6,7 +6,7 @@ from pathlib import Path
 
 from connguard import metrics
 from connguard.contrib.prometheus import metric_name
-from connguard.doctor import FINDINGS
+from connguard.doctor.findings import FINDINGS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
 

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 #: subcommand -> (module, adds its arguments, runs it, one-line help)
 SUBCOMMANDS = {
     "doctor": (
-        "connguard.doctor", "add_arguments", "run",
+        "connguard.doctor.cli", "add_arguments", "run",
         "diagnose the connection risks of this project's databases and servers",
     ),
     "stats": (
