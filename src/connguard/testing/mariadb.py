@@ -167,7 +167,7 @@ def _mysqldb() -> Any:
     except ImportError as exc:
         raise MariaDBUnavailable(
             f"mysqlclient is not importable ({exc}); install it with "
-            "`pip install 'connguard[mysql]'` (it builds against libmariadb-dev and needs "
+            "`pip install 'django-connguard[mysql]'` (it builds against libmariadb-dev and needs "
             "pkg-config)"
         ) from exc
     return MySQLdb

@@ -31,7 +31,7 @@ def mysqldb() -> Any:
     except ImportError as exc:
         if in_ci():
             pytest.fail(f"CI=true and mysqlclient is not importable: {exc}")
-        pytest.skip(f"mysqlclient is not importable ({exc}): pip install 'connguard[mysql]'")
+        pytest.skip(f"mysqlclient is not importable ({exc}): pip install 'django-connguard[mysql]'")
     return MySQLdb
 
 
