@@ -14,6 +14,8 @@
   a module overrides the ``pgbouncer_settings`` fixture to pass other ``PgBouncer()``
   arguments. Without the ``pgbouncer`` binary the tests are skipped — or fail, under
   ``CI=true``.
+* ``pg_pair`` (function): a fresh primary and a streaming standby of it
+  (:class:`~connguard.testing.replication.StandbyServer`), for failover tests.
 
 Tests that use any of these are marked ``integration`` (``pytest -m "not integration"``).
 """
@@ -28,11 +30,14 @@ import pytest
 
 from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
+from connguard.testing.replication import StandbyServer
 from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
 
-__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_server", "pgbouncer", "pgbouncer_settings"]
+__all__ = [
+    "fault_proxy", "pg", "pg_dsn", "pg_pair", "pg_server", "pgbouncer", "pgbouncer_settings"
+]
 
-RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer"})
+RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_pair"})
 
 
 def in_ci() -> bool:
@@ -121,3 +126,31 @@ def pytest_report_header() -> list[str]:
     except PgBouncerUnavailable as exc:
         lines.append(f"connguard rig: {exc}")
     return lines
+
+
+@pytest.fixture
+def pg_pair() -> Iterator[tuple[PostgresServer, StandbyServer]]:
+    """A fresh primary and a streaming standby of it (``pg_basebackup -R``), for failover
+    tests that promote, stop or demote them; both removed after the test. Skipped (failed
+    under ``CI=true``) without PostgreSQL binaries or ``pg_basebackup``."""
+    try:
+        primary = PostgresServer()
+    except ServerUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
+    standby: StandbyServer | None = None
+    try:
+        primary.start()
+        try:
+            standby = StandbyServer(primary)
+        except ServerUnavailable as exc:
+            if in_ci():
+                pytest.fail(f"CI=true and a standby cannot be made: {exc}")
+            pytest.skip(f"no streaming standby: {exc}")
+        standby.start()
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.cleanup()
+        primary.cleanup()
