@@ -183,6 +183,11 @@ class ConnectionPool:
         self._check_new_role = self._needs_primary and session_attrs not in (
             "read-write", "primary",
         )  # fmt: skip
+        # target_session_attrs=primary means "not in recovery", as libpq checks it: a primary
+        # that is read-only still counts (only read-write also refuses that one)
+        self._roles_ok = (
+            (Role.PRIMARY, Role.READ_ONLY) if session_attrs == "primary" else (Role.PRIMARY,)
+        )
         self._reset_state()
         self._opened = False
         self._closed = True
@@ -511,7 +516,7 @@ class ConnectionPool:
         except BaseException:  # interrupted mid-check: its protocol state is unknown
             self._retire(entry, "connections_lost")
             raise
-        if role is not Role.PRIMARY:
+        if role not in self._roles_ok:
             logger.info(
                 "pool %r: %s is on a server that is now %s; replacing it",
                 self.name, entry.describe(), role.value,
