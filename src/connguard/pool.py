@@ -697,7 +697,12 @@ class ConnectionPool:
             if call_failed:
                 self._reconnect_failed_called = True
             self._grant_slots_locked()
-        if first:
+        if first and self._failover_until > now:
+            logger.warning(
+                "pool %r: no primary (%s); checkouts wait up to %g s for one (failover_timeout)",
+                self.name, message, self.config.failover_timeout,
+            )  # fmt: skip
+        elif first:
             logger.warning(
                 "pool %r: cannot connect (%s); failing fast until the database answers again",
                 self.name, message,

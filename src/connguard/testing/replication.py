@@ -70,21 +70,32 @@ class StandbyServer(PostgresServer):
         return is_in_recovery(self)
 
     def wait_caught_up(self, timeout: float = 30.0) -> None:
-        """Wait until the standby has replayed all WAL the primary has written so far."""
-        target = self.primary.execute("SELECT pg_current_wal_lsn()::text")[0][0]
+        """Wait until the standby has replayed every WAL record the primary has inserted, and
+        the primary inserted nothing more meanwhile (a commit acknowledged just before may
+        still sit in its WAL buffers: the rig runs with ``synchronous_commit=off``, so the
+        insert position counts, not the write position). Fence writes first
+        (:func:`set_read_only`), or a later commit is not waited for."""
         deadline = time.monotonic() + timeout
+        target = self._primary_lsn()
         while True:
             done = self.execute(
                 "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]
             )[0][0]
             if done:
-                return
+                latest = self._primary_lsn()
+                if latest == target:
+                    return
+                target = latest
+                continue
             if time.monotonic() >= deadline:
                 raise ServerError(
                     f"standby {self.port} did not replay up to {target} within {timeout:.0f} s"
                     f"\n{self.log_tail()}"
                 )
             time.sleep(0.01)
+
+    def _primary_lsn(self) -> str:
+        return str(self.primary.execute("SELECT pg_current_wal_insert_lsn()::text")[0][0])
 
     def promote(self, timeout: float = 30.0) -> float:
         """``pg_ctl promote -w``: end recovery; return the seconds it took."""
