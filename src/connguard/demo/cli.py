@@ -40,6 +40,7 @@ SCENARIOS: dict[str, str] = {
     "terminate": "pg_terminate_backend() every backend",
     "flood_gthread": "100 slow requests, max_connections=20",
     "longtask": "long task idle past the timeout",
+    "failover": "primary fails over to its standby",
 }
 #: Scenarios that restart the server, change its settings or end its sessions: not run on a
 #: server given with --dsn.
