@@ -336,6 +336,7 @@ class _ReportingErrorWrapper(DatabaseErrorWrapper):
     wrapper: DatabaseWrapper
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        if exc_type is not None:
-            self.wrapper._cg_report_error(exc_value)
+        if exc_type is None:
+            return  # the common case: as cheap as Django's own
+        self.wrapper._cg_report_error(exc_value)
         super().__exit__(exc_type, exc_value, traceback)
