@@ -57,3 +57,37 @@ def test_stock_django_keeps_failing_on_the_demoted_primary(django_pg: Any, drive
     assert r.errors > 10, explain(r)
     assert r.has_error("read-only transaction"), explain(r)
     assert r.details["writes_ok_again_after_s"] is None, explain(r)
+
+
+ROLE_SCRIPT = (
+    "from django.db import connection\n"
+    "with connection.cursor() as c:\n"
+    "    c.execute(\"SELECT pg_is_in_recovery(), current_setting('port')\")\n"
+    "    print('ROLE', *c.fetchone())\n"
+    "print('POOL', type(connection.connguard_pool).__name__)\n"
+)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize(
+    ("attrs", "in_recovery"), [("prefer-standby", True), ("read-write", False), ("primary", False)]
+)
+def test_multi_host_and_target_session_attrs_through_the_backend(
+    pg_pair: Any, driver: str, attrs: str, in_recovery: bool
+) -> None:
+    """HOST/PORT naming both servers and OPTIONS["target_session_attrs"] reach libpq through
+    connguard's pool, on both drivers."""
+    primary, standby = pg_pair
+    target = harness.DbTarget(primary.host, primary.port, "postgres", "", "postgres")
+    settings = {
+        "ENGINE": harness.CONNGUARD_ENGINE,
+        "DRIVER": driver,
+        "OPTIONS": {"target_session_attrs": attrs},
+    }
+    env = harness.django_env(target, settings)
+    env["CGT_DB_HOST"] = f"{primary.host},{standby.host}"
+    env["CGT_DB_PORT"] = f"{primary.port},{standby.port}"
+    out = harness.run_manage(env, "shell", "-c", ROLE_SCRIPT, timeout=60).stdout
+    expected_port = standby.port if in_recovery else primary.port
+    assert f"ROLE {in_recovery} {expected_port}" in out, out
+    assert "POOL ConnectionPool" in out, out
