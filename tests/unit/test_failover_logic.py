@@ -2,7 +2,7 @@
 lending, waiting for a primary (failover_timeout), and the error classification.
 
 The real-server proof (pg_basebackup standby, pg_ctl promote) is in
-tests/integration/test_failover.py and tests/django/test_failover.py.
+tests/integration/test_pool_failover.py and tests/django/test_django_failover.py.
 """
 
 from __future__ import annotations
