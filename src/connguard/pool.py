@@ -224,7 +224,6 @@ class ConnectionPool:
         self._reconnect_failed_called = False
         # failover: until then, a pool that requires a primary waits for one (see _reserve)
         self._failover_until = 0.0
-        self._had_connection = False
         self._failover_wait = threading.Event()  # never set: a bounded sleep between turns
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
         self._ceiling_until = 0.0
@@ -603,7 +602,6 @@ class ConnectionPool:
             self._stats["connections_ms"] += int((now - started) * 1000)
             down_since, self._down_since = self._down_since, None
             self._attempt_over_locked()
-            self._had_connection = True
             self._failover_until = 0.0
             self._backoff = 0.0
             self._reconnect_failed_called = False
@@ -683,9 +681,11 @@ class ConnectionPool:
             if first:
                 self._down_since = now
                 self._stats["breaker_opened"] += 1
-                if self._needs_primary and self._had_connection and self.config.failover_timeout:
-                    # the primary is gone or demoted: callers wait (failover_timeout at most,
-                    # within their own timeout) for one to appear instead of failing fast
+                if self._needs_primary and self.config.failover_timeout:
+                    # no primary (gone, demoted, not promoted yet): callers wait for one
+                    # (failover_timeout at most, within their own timeout) instead of failing
+                    # fast; also a process that never had a connection (a worker started
+                    # during the failover, one that had served no request yet)
                     self._failover_until = now + self.config.failover_timeout
             initial, cap = self.config.backoff_initial, self.config.backoff_max
             self._backoff = min(cap, max(initial, self._backoff * 2))

@@ -220,3 +220,13 @@ def test_failover_timeout_bounds_the_wait(make: Any, server: FakeServer) -> None
     assert time.monotonic() - started < 5.0
     with pytest.raises(PoolUnavailable):  # after the window: fail fast again
         pool.getconn()
+
+
+def test_a_process_that_never_connected_waits_too(make: Any, server: FakeServer) -> None:
+    """A worker that had served no request yet when the primary went away (or one started
+    during the failover) waits for the new primary like the others."""
+    pool = make(max_size=2, require_primary=True, failover_timeout=5.0, timeout=5.0)
+    server.down = True
+    threading.Timer(0.3, lambda: setattr(server, "down", False)).start()
+    pool.putconn(pool.getconn())
+    assert pool.get_stats()["requests_failed_fast"] == 0
