@@ -14,6 +14,7 @@ failing.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import pytest
@@ -22,6 +23,15 @@ from connguard.demo import harness
 from connguard.demo.failover import WORKERS
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
+
+HAS_PSYCOPG3 = importlib.util.find_spec("psycopg") is not None
+DRIVERS = [
+    pytest.param(
+        "psycopg",
+        marks=pytest.mark.skipif(not HAS_PSYCOPG3, reason="psycopg 3 is not installed"),
+    ),
+    "psycopg2",
+]
 
 
 def run(django_pg: Any, **settings: Any) -> harness.Result:
@@ -36,7 +46,7 @@ def explain(result: harness.Result) -> str:
     return f"{result.summary()}\n{details}"
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("mode", ["read-only", "stop"])
 def test_connguard_failover_bounds(django_pg: Any, driver: str, mode: str) -> None:
     r = run(django_pg, ENGINE=harness.CONNGUARD_ENGINE, DRIVER=driver, FAILOVER=mode)
@@ -50,7 +60,7 @@ def test_connguard_failover_bounds(django_pg: Any, driver: str, mode: str) -> No
     assert d["writes_ok_again_after_s"] < d["promote_seconds"] + 5.0, explain(r)
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_stock_django_keeps_failing_on_the_demoted_primary(django_pg: Any, driver: str) -> None:
     r = run(django_pg, ENGINE=harness.STOCK_ENGINE, DRIVER=driver, FAILOVER="read-only")
     assert r.lost == 0, explain(r)
@@ -68,7 +78,7 @@ ROLE_SCRIPT = (
 )
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize(
     ("attrs", "in_recovery"), [("prefer-standby", True), ("read-write", False), ("primary", False)]
 )
