@@ -133,7 +133,10 @@ def report(label: str, out: Writes, flipped_at: float, promote_took: float) -> f
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize(("form", "attrs"), [("keywords", "read-write"), ("url", "primary")])
 def test_stop_and_promote_through_a_multi_host_conninfo(
-    pg_pair: tuple[PostgresServer, StandbyServer], driver: str, form: str, attrs: str,
+    pg_pair: tuple[PostgresServer, StandbyServer],
+    driver: str,
+    form: str,
+    attrs: str,
     writer: Any,
 ) -> None:
     """The primary stops (fast shutdown); the standby is promoted. The pool's conninfo names
@@ -284,9 +287,12 @@ def test_prefer_standby_lends_standby_connections(
     pg_pair: tuple[PostgresServer, StandbyServer], driver: str
 ) -> None:
     primary, standby = pg_pair
-    with ConnectionPool(
-        multi_host(primary, standby, "prefer-standby"), driver=driver, max_size=1
-    ) as pool, pool.connection() as conn:
+    with (
+        ConnectionPool(
+            multi_host(primary, standby, "prefer-standby"), driver=driver, max_size=1
+        ) as pool,
+        pool.connection() as conn,
+    ):
         cur = conn.cursor()
         cur.execute("SELECT pg_is_in_recovery(), current_setting('port')::int")
         assert tuple(cur.fetchone()) == (True, standby.port)

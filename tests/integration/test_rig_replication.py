@@ -75,6 +75,8 @@ def test_crashed_test_process_leaves_no_standby(tmp_path: Path) -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     wait_for(
-        lambda: not any(_teardown.pid_alive(p) for p in pids)
-        and not any(Path(b).exists() for b in bases)
+        lambda: (
+            not any(_teardown.pid_alive(p) for p in pids)
+            and not any(Path(b).exists() for b in bases)
+        )
     )

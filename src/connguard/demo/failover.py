@@ -133,8 +133,15 @@ class _Load:
             time.sleep(0.005)
 
 
-def _drive(base_url: str, result: Result, primary: Any, standby: Any, mode: str,
-           set_read_only: Any, quick: bool) -> None:
+def _drive(
+    base_url: str,
+    result: Result,
+    primary: Any,
+    standby: Any,
+    mode: str,
+    set_read_only: Any,
+    quick: bool,
+) -> None:
     load = _Load(base_url).start()
     try:
         deadline = time.monotonic() + 30

@@ -33,9 +33,7 @@ from connguard.testing.proxy import FaultProxy
 from connguard.testing.replication import StandbyServer
 from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
 
-__all__ = [
-    "fault_proxy", "pg", "pg_dsn", "pg_pair", "pg_server", "pgbouncer", "pgbouncer_settings"
-]
+__all__ = ["fault_proxy", "pg", "pg_dsn", "pg_pair", "pg_server", "pgbouncer", "pgbouncer_settings"]
 
 RIG_FIXTURES = frozenset({"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_pair"})
 

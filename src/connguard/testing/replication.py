@@ -78,9 +78,7 @@ class StandbyServer(PostgresServer):
         deadline = time.monotonic() + timeout
         target = self._primary_lsn()
         while True:
-            done = self.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target]
-            )[0][0]
+            done = self.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [target])[0][0]
             if done:
                 latest = self._primary_lsn()
                 if latest == target:
