@@ -51,6 +51,8 @@ class PoolConfig:
     backoff_max: float = 0.5
     connect_timeout: float = 10.0
     num_workers: int = 1
+    require_primary: bool | None = None
+    failover_timeout: float = 5.0
     open: bool | None = None
     configure: Callable[[Any], None] | None = None
     check: Callable[[Any], None] | None = None
@@ -77,7 +79,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(PoolConfig)}
 _DURATIONS = {
     "timeout", "max_lifetime", "max_idle", "ping_interval", "ping_timeout",
     "keepalive_interval", "leak_threshold", "reconnect_timeout", "backoff_initial",
-    "backoff_max", "connect_timeout",
+    "backoff_max", "connect_timeout", "failover_timeout",
 }  # fmt: skip
 _CALLABLES = {"connect", "configure", "check", "reset", "reconnect_failed"}
 _POSITIVE_DURATIONS = {
@@ -200,6 +202,11 @@ def _check(key: str, value: Any, where: Callable[[str], str]) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where(key)}={value!r}: expected a dict of connect() keywords")
         return dict(value)
+    if key == "require_primary" and value is not None and not isinstance(value, bool):
+        raise ConfigError(
+            f"{where(key)}={value!r}: expected True (every connection must be on a writable "
+            "primary), False, or None (True when target_session_attrs is read-write or primary)"
+        )
     if key == "open" and value is not None and not isinstance(value, bool):
         raise ConfigError(f"{where(key)}={value!r}: expected True, False or None")
     return value

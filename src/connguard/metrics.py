@@ -55,6 +55,10 @@ COUNTERS: dict[str, str] = {
     "leaks_detected": "checkouts held longer than leak_threshold, or still referenced after their owner thread exited (logged with the taking stack)",
     "leaks_reclaimed": "connections never returned whose slot was taken back (holder gone)",
     "breaker_opened": "times the circuit breaker opened (the server became unreachable)",
+    "invalidations": "errors that said the server changed role or went away (failover): "
+    "each makes every connection be checked before it is lent again",
+    "connections_wrong_role": "connections replaced because their server is no longer a "
+    "writable primary (pools that require one)",
 }
 
 #: every stat name, gauges first, in the order get_stats() returns them

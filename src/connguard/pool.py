@@ -44,7 +44,7 @@ from typing import Any
 from connguard import forking
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.config import PoolConfig, build_config, mask_conninfo
-from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
 from connguard.entry import (
     Entry,
@@ -87,6 +87,9 @@ FORKED_PARENT_IDLE = 10.0
 _DENIED_BACKOFF = 5.0
 # connection parameter (as Driver.access_denied names it) -> the Django setting holding it
 _DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
+# While a pool that requires a primary waits for one after a failover: the least time
+# between two connect attempts (one at a time), so that waiting callers do not hammer.
+_FAILOVER_GAP = 0.05
 
 
 class _ProbeWait:
@@ -193,6 +196,22 @@ class ConnectionPool:
         self._leak_threshold = config.leak_threshold
         self._tx_status = self._driver.transaction_status
         self._reset = config.reset
+        # a pool that must lend connections to a writable primary only (see invalidate())
+        session_attrs = _target_session_attrs(config)
+        self._needs_primary = (
+            config.require_primary
+            if config.require_primary is not None
+            else session_attrs in ("read-write", "primary")
+        )
+        # libpq checks a new connection's role itself when told to; otherwise we do
+        self._check_new_role = self._needs_primary and session_attrs not in (
+            "read-write", "primary",
+        )  # fmt: skip
+        # target_session_attrs=primary means "not in recovery", as libpq checks it: a primary
+        # that is read-only still counts (only read-write also refuses that one)
+        self._roles_ok = (
+            (Role.PRIMARY, Role.READ_ONLY) if session_attrs == "primary" else (Role.PRIMARY,)
+        )
         self._reset_state()
         self._opened = False
         self._closed = True
@@ -213,6 +232,9 @@ class ConnectionPool:
         # connections this pool closed or abandoned, so that returning one again is harmless
         self._done: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._generation = 0
+        # entries of a generation below the floor are retired (drain, fork); those between
+        # it and the current generation are checked before they are lent (invalidate)
+        self._floor = 0
         self._pid = os.getpid()
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
@@ -231,6 +253,9 @@ class ConnectionPool:
         self._uses_seen = (-1, 0.0)
         self._backoff = 0.0
         self._reconnect_failed_called = False
+        # failover: until then, a pool that requires a primary waits for one (see _reserve)
+        self._failover_until = 0.0
+        self._failover_wait = threading.Event()  # never set: a bounded sleep between turns
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
         self._ceiling_until = 0.0
         self._full_logged_at = -_INF
@@ -361,6 +386,13 @@ class ConnectionPool:
         if self._idle:
             return None  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
+            if self._down_since is not None and now < self._failover_until:
+                # a failover is under way: wait for a primary, one connect at a time
+                if self._attempt_in_flight or now - self._last_attempt < _FAILOVER_GAP:
+                    return _ProbeWait(self._probe_done or self._failover_wait)
+                self._attempt_begin_locked()
+                self._size += 1
+                return _CONNECT
             if self._down_since is not None:
                 if self._attempt_in_flight:
                     if self._probe_done is not None and wait_probe:
@@ -462,11 +494,17 @@ class ConnectionPool:
         if now >= entry.expires:
             self._retire(entry, "connections_expired")
             return False
-        if entry.generation != self._generation:
-            self._retire(entry, "connections_discarded")
-            return False
         conn = entry.conn
-        if now - entry.last_used >= self._ping_interval or entry.poller.poll(0):
+        if entry.generation != self._generation:
+            if entry.generation < self._floor:
+                self._retire(entry, "connections_discarded")
+                return False
+            # invalidated (an error said the server changed role or went away): check it
+            generation = self._generation
+            if not self._check_after_invalidation(entry):
+                return False
+            entry.generation = generation
+        elif now - entry.last_used >= self._ping_interval or entry.poller.poll(0):
             self._count("pings")
             try:
                 self._driver.ping(conn, self.config.ping_timeout)
@@ -514,6 +552,62 @@ class ConnectionPool:
         for entry in suspects:
             self._retire(entry, "connections_lost")
 
+    def _check_after_invalidation(self, entry: Entry) -> bool:
+        """A round trip on an entry lent before the last invalidate(): its role when the pool
+        requires a primary, else a ping. False after retiring it."""
+        self._count("pings")
+        try:
+            if self._needs_primary:
+                role = self._driver.role(entry.conn, self.config.ping_timeout)
+            else:
+                self._driver.ping(entry.conn, self.config.ping_timeout)
+                role = Role.PRIMARY
+        except Exception as exc:
+            logger.info(
+                "pool %r: %s is dead (%s); replacing it",
+                self.name, entry.describe(), _one_line(exc),
+            )  # fmt: skip
+            self._retire(entry, "connections_lost")
+            return False
+        except BaseException:  # interrupted mid-check: its protocol state is unknown
+            self._retire(entry, "connections_lost")
+            raise
+        if role not in self._roles_ok:
+            logger.info(
+                "pool %r: %s is on a server that is now %s; replacing it",
+                self.name, entry.describe(), role.value,
+            )  # fmt: skip
+            self._retire(entry, "connections_wrong_role")
+            return False
+        entry.last_used = monotonic()
+        return True
+
+    def report_error(self, exc: BaseException) -> bool:
+        """Tell the pool that *exc* was raised on one of its connections. When the driver
+        says it means the server changed role or is going away (read-only transaction,
+        shutdown, connection lost), the pool is invalidated (see :meth:`invalidate`) and
+        True is returned. The error itself stays the caller's: nothing is retried."""
+        if not self._driver.is_role_change(exc):
+            return False
+        self.invalidate(exc)
+        return True
+
+    def invalidate(self, exc: BaseException | None = None) -> None:
+        """Suspect every connection open now (a failover, a restart): each idle one is
+        checked before it is lent again — its role when the pool requires a primary
+        (``require_primary``, or ``target_session_attrs`` read-write/primary), else a
+        ping — and replaced when it is dead or on a server of the wrong role. Lent ones are
+        checked after they come back. Bumps the generation; walks no list."""
+        with self._lock:
+            if self._closed:
+                return
+            self._generation += 1
+            self._stats["invalidations"] += 1
+        logger.info(
+            "pool %r: invalidated (%s); every connection is checked before it is lent again",
+            self.name, _one_line(exc) if exc is not None else "invalidate() called",
+        )  # fmt: skip
+
     # -- opening connections --------------------------------------------------------------
 
     def _open_connection(self, deadline: float | None) -> Entry | None:
@@ -535,6 +629,8 @@ class ConnectionPool:
                 )
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
+            if self._check_new_role:
+                self._require_primary_role(conn)
         except Exception as exc:
             if self._driver.is_capacity_error(exc):
                 self._server_full(exc)
@@ -542,6 +638,9 @@ class ConnectionPool:
             self._connect_failed(exc, started)
             if deadline is None:
                 return None
+            now = monotonic()
+            if now < self._failover_until and now < deadline:
+                return None  # waiting for a primary: the caller's next turn tries again
             with self._lock:  # it counts and snapshots the state
                 error = self._unavailable_error(exc)
             raise error from exc
@@ -568,6 +667,7 @@ class ConnectionPool:
             self._stats["connections_ms"] += int((now - started) * 1000)
             down_since, self._down_since = self._down_since, None
             self._attempt_over_locked()
+            self._failover_until = 0.0
             self._backoff = 0.0
             self._reconnect_failed_called = False
         if down_since is not None:
@@ -576,6 +676,20 @@ class ConnectionPool:
                 self.name, now - down_since,
             )  # fmt: skip
         return entry
+
+    def _require_primary_role(self, conn: Any) -> None:
+        """Refuse a new connection that is not on a writable primary (require_primary=True
+        without target_session_attrs doing it: a VIP or DNS name in front of the servers)."""
+        try:
+            role = self._driver.role(conn, self.config.ping_timeout)
+        except BaseException:
+            self._driver.close(conn)
+            raise
+        if role is not Role.PRIMARY:
+            self._driver.close(conn)
+            raise WrongRole(
+                f"pool {self.name!r}: the server is a {role.value} (require_primary=True)"
+            )
 
     def _make_entry(self, conn: Any, now: float, origin: Any) -> Entry:
         fd = self._driver.fileno(conn)
@@ -644,6 +758,12 @@ class ConnectionPool:
             if first:
                 self._down_since = now
                 self._stats["breaker_opened"] += 1
+                if self._needs_primary and self.config.failover_timeout:
+                    # no primary (gone, demoted, not promoted yet): callers wait for one
+                    # (failover_timeout at most, within their own timeout) instead of failing
+                    # fast; also a process that never had a connection (a worker started
+                    # during the failover, one that had served no request yet)
+                    self._failover_until = now + self.config.failover_timeout
             initial, cap = self.config.backoff_initial, self._backoff_cap()
             self._backoff = min(cap, max(initial, self._backoff * 2))
             self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
@@ -656,6 +776,11 @@ class ConnectionPool:
             self._grant_slots_locked()
         if first and self._denied is not None:
             logger.error("%s", self._denied_text(message, down_for))
+        elif first and self._failover_until > now:
+            logger.warning(
+                "pool %r: no primary (%s); checkouts wait up to %g s for one (failover_timeout)",
+                self.name, message, self.config.failover_timeout,
+            )  # fmt: skip
         elif first:
             logger.warning(
                 "pool %r: cannot connect (%s); failing fast until the database answers again",
@@ -711,7 +836,7 @@ class ConnectionPool:
                 with self._lock:
                     if self._closed:
                         stranded: list[Entry] = self._take_all_idle_locked()
-                    elif entry.generation != self._generation and _take(self._idle, entry):
+                    elif entry.generation < self._floor and _take(self._idle, entry):
                         stranded = [entry]
                     else:
                         stranded = []
@@ -753,7 +878,7 @@ class ConnectionPool:
 
     def _return(self, entry: Entry) -> None:
         with self._lock:
-            if self._closed or entry.generation != self._generation or self._size > self._max_size:
+            if self._closed or entry.generation < self._floor or self._size > self._max_size:
                 retire = True
             else:
                 retire = False
@@ -1033,7 +1158,7 @@ class ConnectionPool:
         with self._lock:
             spare = len(self._entries) - self._min_size
             for entry in list(self._idle):  # oldest first: LIFO puts the coldest at the bottom
-                if now >= entry.expires or entry.generation != self._generation:
+                if now >= entry.expires or entry.generation < self._floor:
                     pass
                 elif max_idle and spare > 0 and now - entry.last_used > max_idle:
                     spare -= 1
@@ -1171,6 +1296,7 @@ class ConnectionPool:
         """Retire every connection: idle ones now, lent ones when they come back."""
         with self._lock:
             self._generation += 1
+            self._floor = self._generation
             idle = self._take_all_idle_locked()
         for entry in idle:
             self._retire(entry, "connections_discarded")
@@ -1254,7 +1380,7 @@ class ConnectionPool:
         self._reset_state()
         self._done = done
         self._closed, self._opened = closed, opened
-        self._generation = generation + 1
+        self._generation = self._floor = generation + 1
         for entry in entries:
             if entry.conn is not None:  # idle: nobody else holds it, drop it here
                 self._driver.abandon(entry.conn, entry.fd)
@@ -1424,9 +1550,13 @@ class _Borrowed:
         self.conn = self.pool.getconn(self.timeout)
         return self.conn
 
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, *rest: object
+    ) -> None:
         conn, self.conn = self.conn, None
         pool = self.pool
+        if exc is not None:
+            pool.report_error(exc)
         try:
             if exc_type is None and pool._tx_status(conn) == TxStatus.INTRANS:
                 pool._driver.commit(conn)
@@ -1451,6 +1581,20 @@ def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], N
 def _referenced(entry: Entry) -> bool:
     """The lent connection of *entry* still exists (without keeping a reference to it)."""
     return entry.ref is not None and entry.ref() is not None
+
+class WrongRole(Exception):
+    """A new connection reached a server of the wrong role (a connect failure)."""
+
+
+def _target_session_attrs(config: PoolConfig) -> str | None:
+    """target_session_attrs from the pool's kwargs or conninfo (keywords or URL)."""
+    value = config.kwargs.get("target_session_attrs")
+    if value is None and "target_session_attrs" in config.conninfo:
+        import re
+
+        found = re.search(r"target_session_attrs\s*=\s*'?([a-z-]+)", config.conninfo)
+        value = found.group(1) if found else None
+    return None if value is None else str(value)
 
 
 def _take(items: list[Entry], entry: Entry) -> bool:

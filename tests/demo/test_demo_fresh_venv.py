@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from connguard.demo.cli import SCENARIOS
+
 REPO = Path(__file__).resolve().parents[2]
 OFFLINE = re.compile(
     r"Failed to establish a new connection|Temporary failure in name resolution|"
@@ -96,7 +98,7 @@ def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
     # the silent drop runs where network namespaces can be made (root, ip, nft)
     from connguard.demo import harness
 
-    scenarios = 8 if harness.unavailable_here("silent_drop") is None else 7
+    scenarios = sum(1 for name in SCENARIOS if harness.unavailable_here(name) is None)
     assert f"connguard: zero failures in {scenarios} scenario(s)" in output, output
     # the stock backend fails in the deterministic scenarios (the fork races are likely,
     # not certain, in a quick run)

@@ -13,10 +13,11 @@ from connguard.config import build_config, mask_conninfo
 
 KNOWN = (
     "backoff_initial, backoff_max, check, configure, connect, connect_timeout, "
-    "connection_class, conninfo, driver, keepalive_interval, kwargs, leak_threshold, "
+    "connection_class, conninfo, driver, failover_timeout, keepalive_interval, kwargs, "
+    "leak_threshold, "
     "lifetime_jitter, max_idle, max_lifetime, max_size, max_waiting, min_size, name, "
     "num_workers, open, ping_interval, ping_timeout, reconnect_failed, reconnect_timeout, "
-    "reset, timeout"
+    "require_primary, reset, timeout"
 )
 
 

@@ -193,6 +193,7 @@ def test_drain_racing_a_return_never_lends_the_old_connection(
     old = pool.getconn()
     pool.putconn(old)
     pool._generation += 1  # what drain() does, after putconn() checked the generation
+    pool._floor = pool._generation
     fresh = pool.getconn()
     assert fresh is not old and not server.is_open(old)
     pool.putconn(fresh)

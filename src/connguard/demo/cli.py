@@ -42,6 +42,7 @@ SCENARIOS: dict[str, str] = {
     "flood_gthread": "100 slow requests, max_connections=20",
     "longtask": "long task idle past the timeout",
     "silent_drop": "network silently drops idle flows",
+    "failover": "primary fails over to its standby",
 }
 #: Scenarios that restart the server, change its settings or end its sessions: not run on a
 #: server given with --dsn.

@@ -1780,6 +1780,21 @@ def _scenario_silent_drop(h: Harness, settings: dict[str, Any], result: Result) 
             server.cleanup()
 
 
+@scenario(
+    "failover",
+    "the primary fails over to its promoted standby (pg_basebackup, pg_ctl promote; the old "
+    "one demoted read-only), multi-host HOST with target_session_attrs=read-write, gunicorn "
+    "sync -w 2, writes throughout; errors beyond one in-flight request per worker count",
+    defaults={"CONN_MAX_AGE": None},
+    stock_failure="persistent connections stay on the read-only old primary: every write "
+                  "fails (cannot execute INSERT in a read-only transaction) until restart",
+)
+def _scenario_failover(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    from connguard.demo.failover import run_failover  # servers of its own: see there
+
+    run_failover(h, settings, result)
+
+
 #: Scenarios whose failure reproduces on the stock backend (everything but the controls).
 #: "preload_ready_max_age_0" does not fail on stock Django (request_started closes the
 #: inherited connection before any worker uses it); "baseline" is the no-fault control;

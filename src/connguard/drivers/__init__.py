@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from connguard.drivers.base import Driver, TxStatus
+from connguard.drivers.base import Driver, Role, TxStatus
 
-__all__ = ["Driver", "TxStatus", "get_driver"]
+__all__ = ["Driver", "Role", "TxStatus", "get_driver"]
 
 
 def get_driver(name: str | Driver) -> Driver:

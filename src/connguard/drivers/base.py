@@ -148,6 +148,25 @@ def is_ping_timeout(exc: BaseException) -> bool:
     return str(exc).startswith(PING_TIMEOUT_MESSAGE)
 
 
+# SQLSTATEs that say the server changed role or is going away (besides the whole 08 class):
+# a read-only transaction (a demoted primary, a standby), an administrator's shutdown or
+# terminate, a crash shutdown, a server that cannot take sessions now (starting, stopping).
+_ROLE_CHANGE_STATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+# pg_is_in_recovery(), and whether a new transaction would be read-only (a standby, or a
+# primary running with default_transaction_read_only): libpq's own target_session_attrs tests
+ROLE_QUERY = (
+    "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('transaction_read_only')"
+)
+
+
+class Role(enum.Enum):
+    """What a server is to a session right now (see :meth:`Driver.role`)."""
+
+    PRIMARY = "primary"  # writable
+    READ_ONLY = "read-only"  # a primary that refuses writes (default_transaction_read_only)
+    STANDBY = "standby"  # in recovery
+
+
 def _devnull() -> int:
     global _devnull_fd
     if _devnull_fd is None:
@@ -235,6 +254,30 @@ class Driver:
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, self.disconnect_errors)
+
+    def is_role_change(self, exc: BaseException) -> bool:
+        """*exc* says the server changed role or is going away: SQLSTATE 25006 (read-only
+        transaction), 57P01/57P02/57P03 (shutdown, crash, cannot connect now), any 08xxx
+        (connection exception), or a connection lost without a SQLSTATE. Other connections
+        to the same server are then suspect (see ``ConnectionPool.invalidate``)."""
+        code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+        if code:
+            return code in _ROLE_CHANGE_STATES or code.startswith("08")
+        return self.is_disconnect(exc)
+
+    def role(self, conn: Any, timeout: float) -> Role:
+        """One round trip (bounded by *timeout*) telling whether the server behind an idle
+        *conn* is a writable primary, a read-only primary or a standby; raise if it fails.
+        Leaves the transaction status as it was."""
+        in_recovery, read_only = self.query_row(conn, ROLE_QUERY, timeout)
+        if str(in_recovery).lower() in ("t", "true"):
+            return Role.STANDBY
+        return Role.READ_ONLY if str(read_only).lower() == "on" else Role.PRIMARY
+
+    def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
+        """The first row of *sql* on an idle *conn*, bounded by *timeout*, leaving no
+        transaction open."""
+        raise NotImplementedError
 
     def make_poller(self, fd: int) -> select.poll | None:
         """A poller registered once per connection: checking it costs one syscall."""

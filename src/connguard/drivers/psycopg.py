@@ -66,3 +66,34 @@ class PsycopgDriver(Driver):
                 failed = res.error_message.decode(errors="replace").strip()
         if failed is not None or pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError(failed or "connection is closed")
+
+    def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
+        # As ping(): libpq directly (no BEGIN even when autocommit is off), bounded.
+        pgconn = conn.pgconn
+        if pgconn.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError("connection is closed")
+        deadline = time.monotonic() + timeout
+        pgconn.send_query(sql.encode())
+        while pgconn.flush():
+            if not poll_wait(pgconn.socket, select.POLLOUT, deadline - time.monotonic()):
+                raise psycopg.OperationalError(f"query timed out after {timeout:.2f} s")
+        row: tuple[Any, ...] | None = None
+        failed = None
+        while True:
+            while pgconn.is_busy():
+                if not poll_wait(pgconn.socket, select.POLLIN, deadline - time.monotonic()):
+                    raise psycopg.OperationalError(f"query timed out after {timeout:.2f} s")
+                pgconn.consume_input()
+            res = pgconn.get_result()
+            if res is None:
+                break
+            if res.status == pq.ExecStatus.FATAL_ERROR:
+                failed = res.error_message.decode(errors="replace").strip()
+            elif res.status == pq.ExecStatus.TUPLES_OK and row is None and res.ntuples:
+                row = tuple(
+                    (v.decode() if (v := res.get_value(0, i)) is not None else None)
+                    for i in range(res.nfields)
+                )
+        if failed is not None or pgconn.status != pq.ConnStatus.OK or row is None:
+            raise psycopg.OperationalError(failed or "connection is closed")
+        return row

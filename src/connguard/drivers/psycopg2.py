@@ -57,6 +57,26 @@ class Psycopg2Driver(Driver):
         if was_idle and not conn.autocommit:
             conn.rollback()
 
+    def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
+        # As ping(): a watchdog bounds the round trip; rolled back when it opened a transaction.
+        was_idle = conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+        watchdog = _Watchdog(conn.fileno(), timeout)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                row = cur.fetchone()
+        except psycopg2.Error as exc:
+            if watchdog.stop():
+                raise psycopg2.OperationalError(f"query timed out after {timeout:.2f} s") from exc
+            raise
+        if watchdog.stop():
+            raise psycopg2.OperationalError(f"query timed out after {timeout:.2f} s")
+        if was_idle and not conn.autocommit:
+            conn.rollback()
+        if row is None:
+            raise psycopg2.OperationalError(f"no row from {sql!r}")
+        return tuple(row)
+
 
 class _Watchdog:
     """Shut a socket down (both ways) unless stopped within *timeout* seconds."""

@@ -18,6 +18,8 @@
   binary, for a test that builds its own ``PostgresServer`` or ``PgBouncer``: skipped (failed
   under ``CI=true``) with how to install them when they are missing.
   :func:`skip_or_fail` does the same for any other tool a test needs.
+* ``pg_pair`` (function): a fresh primary and a streaming standby of it
+  (:class:`~connguard.testing.replication.StandbyServer`), for failover tests.
 
 Tests that use any of these are marked ``integration`` (``pytest -m "not integration"``).
 """
@@ -33,6 +35,7 @@ import pytest
 
 from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
+from connguard.testing.replication import StandbyServer
 from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_bin
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "pg",
     "pg_bin",
     "pg_dsn",
+    "pg_pair",
     "pg_server",
     "pgbouncer",
     "pgbouncer_bin",
@@ -48,7 +52,7 @@ __all__ = [
 ]
 
 RIG_FIXTURES = frozenset(
-    {"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_bin", "pgbouncer_bin"}
+    {"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_bin", "pgbouncer_bin", "pg_pair"}
 )
 #: Said after a missing tool's own install hint (connguard's scripts/test runs it as root).
 SYSTEM_INSTALL_HINT = "in connguard's repository, scripts/install-system (as root) installs it"
@@ -166,3 +170,31 @@ def pytest_report_header() -> list[str]:
 
 # The MariaDB rig's fixtures (mariadb_server, mariadb, mariadb_kwargs) live in their own module.
 pytest_plugins = ["connguard.testing.mariadb_plugin"]
+
+
+@pytest.fixture
+def pg_pair() -> Iterator[tuple[PostgresServer, StandbyServer]]:
+    """A fresh primary and a streaming standby of it (``pg_basebackup -R``), for failover
+    tests that promote, stop or demote them; both removed after the test. Skipped (failed
+    under ``CI=true``) without PostgreSQL binaries or ``pg_basebackup``."""
+    try:
+        primary = PostgresServer()
+    except ServerUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
+        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
+    standby: StandbyServer | None = None
+    try:
+        primary.start()
+        try:
+            standby = StandbyServer(primary)
+        except ServerUnavailable as exc:
+            if in_ci():
+                pytest.fail(f"CI=true and a standby cannot be made: {exc}")
+            pytest.skip(f"no streaming standby: {exc}")
+        standby.start()
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.cleanup()
+        primary.cleanup()

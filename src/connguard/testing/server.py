@@ -779,7 +779,8 @@ class PostgresServer:
                 lines = pidfile.read_text().splitlines()
             except OSError:
                 lines = []
-            ready = len(lines) >= 8 and lines[7].strip() == "ready"
+            # "standby": a hot standby (testing.replication) accepting read-only sessions
+            ready = len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
             if ready and lines[0].strip() == str(proc.pid):
                 return
             if time.monotonic() >= deadline:

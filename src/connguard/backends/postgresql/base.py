@@ -8,6 +8,10 @@ where connections come from and where they go:
 - ``close_if_unusable_or_obsolete`` (Django's end-of-request hook, ``close_old_connections``)
   hands a pooled connection back after every request and Celery task, as ``connection.close()``
   does; never in the middle of ``atomic()``.
+- ``wrap_database_errors`` (every database call Django makes goes through it) tells the pool
+  about each driver error as it is raised: one that says the server changed role or is going
+  away (a failover) invalidates the pool, so the next checkout in this process checks its
+  connection's role instead of failing again (see docs/failover.md). The error is re-raised.
 - ``ensure_connection`` (called before every statement) makes a connection kept outside
   requests (management commands, workers, threads) safe to use: one inherited across
   ``fork()`` is dropped without a byte sent to the server, and one that sat idle past the ping
@@ -30,7 +34,8 @@ from typing import Any
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgres
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
-from django.db.utils import DEFAULT_DB_ALIAS
+from django.db.utils import DEFAULT_DB_ALIAS, DatabaseErrorWrapper
+from django.utils.functional import cached_property
 
 from connguard import forking
 from connguard.backends import parent as _parent  # noqa: F401 - see its docstring
@@ -110,6 +115,21 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         finally:
             self.settings_dict = saved
 
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return _ReportingErrorWrapper(self)
+
+    def _cg_report_error(self, exc: BaseException) -> None:
+        """A driver error was raised on this alias: let the pool judge it (a failover?)."""
+        pool = self.connguard_pool
+        if pool is None and self._cg_pool_cache is not None:
+            pool = self._cg_pool_cache[2]  # the connection is gone already
+        if pool is not None and isinstance(exc, self.Database.Error):
+            try:
+                pool.report_error(exc)
+            except Exception:  # never mask the application's error
+                logger.exception("database %r: reporting an error to the pool failed", self.alias)
+
     # -- where connections come from ---------------------------------------------------
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
@@ -164,6 +184,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             params = with_pool_params(params, kw)
             return postgres.DatabaseWrapper.get_new_connection(connector, params)
 
+        self._cg_failover_options(options, conn_params)
         pool = ConnectionPool(
             driver=self._cg_driver,
             connect=connect,
@@ -176,6 +197,15 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         if config.reset is None:
             pool.django_configured = weakref.WeakSet()  # type: ignore[attr-defined]
         return pool
+
+    @staticmethod
+    def _cg_failover_options(options: dict[str, Any], conn_params: dict[str, Any]) -> None:
+        """target_session_attrs in OPTIONS is what libpq checks at connect; the pool is told
+        too (its kwargs: connect() above ignores them), to check the same role after a
+        failover (see ConnectionPool.invalidate)."""
+        attrs = conn_params.get("target_session_attrs")
+        if attrs is not None:
+            options["kwargs"] = {"target_session_attrs": str(attrs)}
 
     def _set_isolation_level_attr(self) -> None:
         # What Django's get_new_connection() records on the wrapper for a new connection.
@@ -313,3 +343,15 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         self.atomic_blocks = []
         self.needs_rollback = False
         self._cg_forks = forking.generation
+
+
+class _ReportingErrorWrapper(DatabaseErrorWrapper):
+    """Django's DatabaseErrorWrapper, telling the pool about each error first."""
+
+    wrapper: DatabaseWrapper
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is None:
+            return  # the common case: as cheap as Django's own
+        self.wrapper._cg_report_error(exc_value)
+        super().__exit__(exc_type, exc_value, traceback)
