@@ -183,7 +183,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             raise ImproperlyConfigured(
                 f"DATABASES[{self.alias!r}]['OPTIONS']['isolation_level']={value!r}: "
                 f"Invalid transaction isolation level {value} specified. Use one of the "
-                f"psycopg.IsolationLevel values: {choices}."
+                f"psycopg.IsolationLevel values. (They are {choices}.)"
             ) from None
 
     def _cg_pool_for(self, conn_params: dict[str, Any], config: PoolConfig) -> ConnectionPool:
