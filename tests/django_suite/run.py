@@ -31,6 +31,10 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("modules", nargs="*")
     args = parser.parse_args()
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    driver = __import__("psycopg" if is_psycopg3 else "psycopg2")
+    print(f"run.py: Django's driver: {driver.__name__} {driver.__version__}", flush=True)
     # Django's suite opens many connections at once (test databases, clones, threads)
     server = PostgresServer(settings={"max_connections": 300}).start()
     try:

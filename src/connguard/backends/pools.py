@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -126,18 +126,21 @@ def session_key(conn_params: Mapping[str, Any], **settings: Any) -> tuple[Any, .
     and retires the old one) and the *settings* the backend applies to a new session (time
     zone, role, isolation level, pool options...). Two wrappers share connections only when
     their keys are equal. Django's adapters ``context`` is new at every connect and follows
-    from the time zone settings, so it is left out."""
-    items = [(k, _hashable(v)) for k, v in conn_params.items() if k != "context"]
-    items += [(f"settings.{k}", _hashable(v)) for k, v in settings.items()]
-    return tuple(sorted(items, key=lambda item: item[0]))
+    from the time zone settings, so it is left out.
+
+    Compared with ``==`` only (values need not be hashable); built at every checkout, so
+    kept cheap: Django builds the parameters in the same order every time."""
+    return (
+        *[item for item in conn_params.items() if item[0] != "context"],
+        *[(f"settings.{k}", dict(v) if isinstance(v, dict) else v) for k, v in settings.items()],
+    )
 
 
-def _hashable(value: Any) -> Hashable:
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value
+def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> str:
+    """The names whose values differ between two session keys (never the values)."""
+    before, after = dict(old), dict(new)
+    names = [n for n in {**before, **after} if before.get(n, _changed) != after.get(n, _changed)]
+    return ", ".join(sorted(n.removeprefix("settings.") for n in names)) or "?"
 
 
 def get_pool(
@@ -162,15 +165,16 @@ def get_pool(
         pool = factory()
         _pools[alias] = (key, pool, dbname)
     if found is not None and not found[1].closed:
-        changed = sorted(
-            {name for name, _ in set(found[0]) ^ set(key)}, key=lambda n: n.split(".")[-1]
-        )
         logger.info(
             "database %r: settings changed (%s): retiring the pool made for the old ones "
             "(idle connections closed now, lent ones when they come back)",
-            alias, ", ".join(n.split(".")[-1] for n in changed) or "?",
+            alias, _changed(found[0], key),
         )  # fmt: skip
-        found[1].close()
+        # off the request's thread: closing joins the pool's background thread (and may wait
+        # for lent connections to come back)
+        threading.Thread(
+            target=found[1].close, name=f"connguard-retire-{found[1].name}", daemon=True
+        ).start()
     return pool
 
 
