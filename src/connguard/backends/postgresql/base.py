@@ -111,7 +111,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         """The pool the next connection of this wrapper comes from (made if new), with the
         parts of psycopg_pool's API that code uses (``get_stats()``, ``check()``,
         ``close()``, ``resize()``, ``wait()``...); None when ``OPTIONS["pool"]`` is False."""
-        config = self._cg_pooling()
+        config = self.connguard_config
         if config is None:
             return None
         return self._cg_pool_for(self.get_connection_params(), config)
@@ -140,7 +140,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         # Everything that can be wrong with the settings is found before a checkout, so a
         # configuration error never leaks a connection nor reads as "database down".
         level = self._cg_isolation_level()
-        config = self._cg_pooling()
+        config = self.connguard_config
         if config is None:
             conn = super().get_new_connection(conn_params)
             self._cg_track(conn, None)
@@ -156,12 +156,11 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         self.connguard_pool = pool
         return conn
 
-    def _cg_pooling(self) -> PoolConfig | None:
-        """The pool settings for a connect now; refuses CONN_MAX_AGE with an explicit pool,
-        as Django's own pool does."""
-        config = self.connguard_config
+    def _cg_refuse_persistent(self) -> None:
+        """CONN_MAX_AGE with an explicit pool is refused when the pool is made, as Django's
+        own pool does (and as there, not when it is changed on a wrapper whose pool exists)."""
         max_age = self.settings_dict.get("CONN_MAX_AGE", 0)
-        if config is not None and max_age != 0 and self.settings_dict["OPTIONS"].get("pool"):
+        if max_age != 0 and self.settings_dict["OPTIONS"].get("pool"):
             raise ImproperlyConfigured(
                 f"DATABASES[{self.alias!r}]['CONN_MAX_AGE']={max_age!r} with "
                 f"{pools.option_path(self.alias)}: Pooling doesn't support persistent "
@@ -169,7 +168,6 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
                 "to the pool at the end of each request, and how long a server connection "
                 f"lives is {pools.option_path(self.alias, 'max_lifetime')}."
             )
-        return config
 
     def _cg_isolation_level(self) -> IsolationLevel:
         options = self.settings_dict["OPTIONS"]
@@ -214,6 +212,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         return pool
 
     def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
+        self._cg_refuse_persistent()
         # opens the pool's connections through Django's own get_new_connection(): a wrapper
         # with these settings and the pool off (so that Django's code takes its direct path)
         connector = type(self)(
