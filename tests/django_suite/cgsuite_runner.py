@@ -63,9 +63,11 @@ class RecordingRunner(DiscoverRunner):
         return RecordingResult if base is None else base  # --debug-sql, --pdb: not recorded
 
     def run_suite(self, suite: Any, **kwargs: Any) -> Any:
+        found = suite.countTestCases()
         result = super().run_suite(suite, **kwargs)
         path = os.environ.get("CGSUITE_RESULTS")
         if path:
             with open(path, "w") as out:
-                json.dump(RecordingResult.outcomes, out, indent=0, sort_keys=True)
+                report = {"found": found, "outcomes": RecordingResult.outcomes}
+                json.dump(report, out, indent=0, sort_keys=True)
         return result

@@ -222,7 +222,7 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         options = pools.pool_options(self.alias, self.settings_dict) or {}
         options.pop("server_pooler", None)
         options.setdefault("name", self.alias)
-        if self.settings_dict.get("CONN_HEALTH_CHECKS"):
+        if self.settings_dict.get("CONN_HEALTH_CHECKS") and "check" not in options:
             # Django's meaning: check before use. With a pool: a ping at every checkout.
             driver, timeout = self._cg_driver, config.ping_timeout
             options["check"] = lambda conn: driver.ping(conn, timeout)
