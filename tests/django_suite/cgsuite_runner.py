@@ -10,6 +10,7 @@ import unittest
 from typing import Any
 
 from django.test.runner import DiscoverRunner
+from django.test.utils import iter_test_cases
 
 
 def _test_id(test: Any) -> str:
@@ -63,7 +64,7 @@ class RecordingRunner(DiscoverRunner):
         return RecordingResult if base is None else base  # --debug-sql, --pdb: not recorded
 
     def run_suite(self, suite: Any, **kwargs: Any) -> Any:
-        found = suite.countTestCases()
+        found = sorted({_test_id(test) for test in iter_test_cases(suite)})
         result = super().run_suite(suite, **kwargs)
         path = os.environ.get("CGSUITE_RESULTS")
         if path:
