@@ -86,11 +86,11 @@ def test_an_invalid_isolation_level_leaks_nothing_and_keeps_the_breaker_shut(
     for _ in range(3):  # more than max_size: a leaked checkout would exhaust the pool
         with pytest.raises(ImproperlyConfigured) as info:
             conn.ensure_connection()
+        choices = ", ".join(f"{level.value} ({level.name})" for level in IsolationLevel)
         assert str(info.value) == (
             f"DATABASES['{ALIAS}']['OPTIONS']['isolation_level']=99: Invalid transaction "
             "isolation level 99 specified. Use one of the psycopg.IsolationLevel values. "
-            "(They are 1 (READ_UNCOMMITTED), 2 (READ_COMMITTED), 3 (REPEATABLE_READ), "
-            "4 (SERIALIZABLE).)"
+            f"(They are {choices}.)"
         )
         assert conn.connection is None
     stats = pool.get_stats()
@@ -153,7 +153,8 @@ def test_a_session_is_never_lent_to_a_wrapper_that_would_configure_it_otherwise(
     first_pid = query(conn, "SELECT pg_backend_pid()")
 
     conn.settings_dict["TIME_ZONE"] = "Africa/Nairobi"
-    del conn.timezone, conn.timezone_name  # Django's setting_changed handler does this
+    for cached in ("timezone", "timezone_name"):  # Django's setting_changed handler does this
+        conn.__dict__.pop(cached, None)
     assert query(conn, "SELECT current_setting('TimeZone')") == "Africa/Nairobi"
     assert query(conn, "SELECT pg_backend_pid()") != first_pid
 

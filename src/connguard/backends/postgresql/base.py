@@ -272,17 +272,19 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
 
     def init_connection_state(self) -> None:
         conn = self.connection
-        if not _HAS_CONFIGURE:  # Django < 5.1: no pool of its own to step around
-            super().init_connection_state()
-            return
-        # Django's, without its `not self.pool` test (ours is not Django's pool)
-        BaseDatabaseWrapper.init_connection_state(self)  # the server version check, once
         configured = getattr(self.connguard_pool, "django_configured", None)
-        if conn is None or (configured is not None and conn in configured):
+        if conn is not None and configured is not None and conn in configured:
+            BaseDatabaseWrapper.init_connection_state(self)  # the server version check, once
             return
-        if self._configure_connection(conn) and not self.get_autocommit():  # type: ignore[attr-defined]
-            conn.commit()
-        if configured is not None:
+        if _HAS_CONFIGURE:
+            # Django's, without its `not self.pool` test (ours is not Django's pool)
+            BaseDatabaseWrapper.init_connection_state(self)
+            configure = self._configure_connection  # type: ignore[attr-defined]
+            if conn is not None and configure(conn) and not self.get_autocommit():
+                conn.commit()
+        else:  # Django < 5.1: no pool of its own to step around
+            super().init_connection_state()
+        if conn is not None and configured is not None:
             configured.add(conn)
 
     def close_if_unusable_or_obsolete(self) -> None:
