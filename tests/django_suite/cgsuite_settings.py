@@ -29,9 +29,9 @@ def _alias(name: str) -> dict[str, Any]:
     }
 
 
+# The release's own test settings (SECRET_KEY, PASSWORD_HASHERS, USE_TZ, and
+# DEFAULT_AUTO_FIELD up to 5.2), from its tests/ directory, which runtests.py puts on sys.path
+from test_sqlite import *  # type: ignore[import-not-found]  # noqa: E402, F403
+
 DATABASES = {"default": _alias("django"), "other": _alias("django_other")}
-SECRET_KEY = "django_tests_secret_key"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-USE_TZ = False
 TEST_RUNNER = "cgsuite_runner.RecordingRunner"
