@@ -150,10 +150,10 @@ def test_check_messages_name_the_fix() -> None:
 
 
 DJANGO_KNOWN = (
-    "backoff_initial, backoff_max, check, connect_timeout, keepalive_interval, leak_threshold, "
-    "lifetime_jitter, max_idle, max_lifetime, max_size, max_waiting, min_size, name, "
-    "num_workers, ping_interval, ping_timeout, reconnect_failed, reconnect_timeout, reset, "
-    "server_pooler, timeout"
+    "backoff_initial, backoff_max, check, connect_timeout, failover_timeout, "
+    "keepalive_interval, leak_threshold, lifetime_jitter, max_idle, max_lifetime, max_size, "
+    "max_waiting, min_size, name, num_workers, ping_interval, ping_timeout, reconnect_failed, "
+    "reconnect_timeout, require_primary, reset, server_pooler, timeout"
 )
 MAX_SISE = (
     "DATABASES['default']['OPTIONS']['pool']['max_sise']: unknown pool option 'max_sise' "

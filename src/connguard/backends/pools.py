@@ -1,11 +1,15 @@
 """Django glue that knows nothing of a particular database: pool settings and the registry.
 
-One pool per (process, alias, connection parameters). Pools reset themselves in a forked
-child (see :mod:`connguard.forking`), so the registry itself needs no fork handling.
+One pool per (process, alias) at a time, for the settings that shape its sessions: when they
+change (a rotated password or token, another TIME_ZONE, NAME renamed by the test runner), the
+next connect makes a new pool and the superseded one is retired (idle connections closed at
+once, lent ones as they come back, its background thread ended). Pools reset themselves in a
+forked child (see :mod:`connguard.forking`), so the registry itself needs no fork handling.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +34,10 @@ RESERVED_KEYS = {
     "connection_class": "use OPTIONS['cursor_factory'] / Django settings instead",
 }
 SERVER_POOLERS = (None, "session", "transaction", "statement")
+#: ``OPTIONS["pool"]["reset"]`` by name: the statement run on every connection given back
+NAMED_RESETS = {"discard": "DISCARD ALL"}
+
+logger = logging.getLogger("connguard.django")
 
 
 class PoolOptionsError(ImproperlyConfigured, CommandError):
@@ -39,7 +47,8 @@ class PoolOptionsError(ImproperlyConfigured, CommandError):
 
 
 _lock = threading.Lock()
-_pools: dict[tuple[str, Any], tuple[ConnectionPool, Any]] = {}  # (alias, params) -> pool, dbname
+# alias -> (session key, pool, database name): the pool for the alias's current settings
+_pools: dict[str, tuple[Any, ConnectionPool, Any]] = {}
 
 
 def option_path(alias: str, key: str | None = None) -> str:
@@ -62,7 +71,37 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
             f"{option_path(alias)}={raw!r}: expected True, False or a dict of pool options, "
             "e.g. {'min_size': 2, 'max_size': 8, 'timeout': 10}"
         )
-    return dict(raw)
+    return resolve_named(alias, dict(raw))
+
+
+def resolve_named(alias: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Replace a reset given by name (``"reset": "discard"``) by the callable that runs it."""
+    reset = options.get("reset")
+    if isinstance(reset, str):
+        sql = NAMED_RESETS.get(reset)
+        if sql is None:
+            raise ImproperlyConfigured(
+                f"{option_path(alias, 'reset')}={reset!r}: expected a callable taking the "
+                f"connection, or one of {', '.join(repr(n) for n in NAMED_RESETS)} "
+                "(DISCARD ALL: a clean server session at every checkout)"
+            )
+        options["reset"] = run_on_checkin(sql)
+    return options
+
+
+def run_on_checkin(sql: str) -> Callable[[Any], None]:
+    """A reset callable running *sql* in autocommit (DISCARD ALL refuses a transaction)."""
+
+    def reset(conn: Any) -> None:
+        conn.autocommit = True  # Django sets its own mode again at the next checkout
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    reset.__qualname__ = reset.__name__ = f"reset_{sql.split()[0].lower()}"
+    return reset
 
 
 def validate(alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig | None:
@@ -92,37 +131,62 @@ def validate(alias: str, settings_dict: Mapping[str, Any]) -> PoolConfig | None:
         raise PoolOptionsError(str(exc)) from exc
 
 
-_NOT_WHERE = ("context", "cursor_factory")
+def session_key(conn_params: Mapping[str, Any], **settings: Any) -> tuple[Any, ...]:
+    """Everything that shapes a server session made for these settings: every connection
+    parameter (the cursor class and the secret included: a rotated password makes a new pool
+    and retires the old one) and the *settings* the backend applies to a new session (time
+    zone, role, isolation level, pool options...). Two wrappers share connections only when
+    their keys are equal. Django's adapters ``context`` is new at every connect and follows
+    from the time zone settings, so it is left out.
+
+    Compared with ``==`` only (values need not be hashable); built at every checkout, so
+    kept cheap: Django builds the parameters in the same order every time."""
+    return (
+        *[item for item in conn_params.items() if item[0] != "context"],
+        *[(f"settings.{k}", dict(v) if isinstance(v, dict) else v) for k, v in settings.items()],
+    )
 
 
-def params_key(conn_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters that decide where connections go (see :func:`fingerprint`), for a
-    cheap equality test against the last checkout's."""
-    return {k: v for k, v in conn_params.items() if k not in _NOT_WHERE}
-
-
-def fingerprint(conn_params: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """What makes two sets of connection parameters reach the same server session type.
-
-    Django builds a fresh adapters ``context`` (and passes a cursor class) at every connect;
-    they do not change where connections go, so they are left out.
-    """
-    return tuple(sorted((k, repr(v)) for k, v in conn_params.items() if k not in _NOT_WHERE))
+def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> str:
+    """The names whose values differ between two session keys (never the values)."""
+    before, after = dict(old), dict(new)
+    names = [n for n in {**before, **after} if before.get(n, _changed) != after.get(n, _changed)]
+    return ", ".join(sorted(n.removeprefix("settings.") for n in names)) or "?"
 
 
 def get_pool(
-    alias: str, conn_params: Mapping[str, Any], factory: Callable[[], ConnectionPool]
+    alias: str,
+    key: tuple[Any, ...],
+    factory: Callable[[], ConnectionPool],
+    dbname: Any = None,
 ) -> ConnectionPool:
-    """The pool of *alias* for these connection parameters, made by *factory* if new."""
-    key = (alias, fingerprint(conn_params))
-    found = _pools.get(key)
-    if found is not None and not found[0].closed:
-        return found[0]
+    """The pool of *alias* for the session settings *key*, made by *factory* if new.
+
+    A new key supersedes the alias's previous pool, which is retired: its idle connections
+    are closed now, lent ones when they come back (never under their holder), and its
+    background thread ends.
+    """
+    found = _pools.get(alias)
+    if found is not None and found[0] == key and not found[1].closed:
+        return found[1]
     with _lock:
-        found = _pools.get(key)
-        if found is None or found[0].closed:
-            found = _pools[key] = (factory(), conn_params.get("dbname"))
-    return found[0]
+        found = _pools.get(alias)
+        if found is not None and found[0] == key and not found[1].closed:
+            return found[1]
+        pool = factory()
+        _pools[alias] = (key, pool, dbname)
+    if found is not None and not found[1].closed:
+        logger.info(
+            "database %r: settings changed (%s): retiring the pool made for the old ones "
+            "(idle connections closed now, lent ones when they come back)",
+            alias, _changed(found[0], key),
+        )  # fmt: skip
+        # off the request's thread: closing joins the pool's background thread (and may wait
+        # for lent connections to come back)
+        threading.Thread(
+            target=found[1].close, name=f"connguard-retire-{found[1].name}", daemon=True
+        ).start()
+    return pool
 
 
 def close_pools(alias: str | None = None, dbname: str | None = None) -> int:
@@ -133,12 +197,12 @@ def close_pools(alias: str | None = None, dbname: str | None = None) -> int:
     """
     with _lock:
         doomed = [
-            (key, pool)
-            for key, (pool, db) in _pools.items()
-            if (alias is None or key[0] == alias) and (dbname is None or db == dbname)
+            (name, pool)
+            for name, (_, pool, db) in _pools.items()
+            if (alias is None or name == alias) and (dbname is None or db == dbname)
         ]
-        for key, _ in doomed:
-            del _pools[key]
+        for name, _ in doomed:
+            del _pools[name]
     for _, pool in doomed:
         pool.close()
     return len(doomed)
@@ -146,4 +210,4 @@ def close_pools(alias: str | None = None, dbname: str | None = None) -> int:
 
 def all_pools() -> list[ConnectionPool]:
     with _lock:
-        return [pool for pool, _ in _pools.values() if not pool.closed]
+        return [pool for _, pool, _ in _pools.values() if not pool.closed]

@@ -12,6 +12,9 @@ where connections come from and where they go:
   about each driver error as it is raised: one that says the server changed role or is going
   away (a failover) invalidates the pool, so the next checkout in this process checks its
   connection's role instead of failing again (see docs/failover.md). The error is re-raised.
+- ``pool`` is the :class:`~connguard.pool.ConnectionPool` the next connection comes from
+  (``get_stats()``, ``check()``, ``close()``... as in psycopg_pool), None when not pooled.
+  Whether and where to pool is decided at each connect from the settings as they are then.
 - ``ensure_connection`` (called before every statement) makes a connection kept outside
   requests (management commands, workers, threads) safe to use: one inherited across
   ``fork()`` is dropped without a byte sent to the server, and one that sat idle past the ping
@@ -25,12 +28,15 @@ still fork-safe and health-checked).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import weakref
 from time import monotonic
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgres
 from django.db.backends.postgresql.psycopg_any import IsolationLevel, is_psycopg3
@@ -50,6 +56,10 @@ from connguard.pool import ConnectionPool
 logger = logging.getLogger("connguard.django")
 
 _NEVER = float("inf")
+# Django's own, as imported (before any test patches it): see ensure_connection()
+_django_ensure_connection = BaseDatabaseWrapper.ensure_connection
+# Django 5.1+ configures sessions in _configure_connection() and skips it for a pool of its own
+_HAS_CONFIGURE = hasattr(postgres.DatabaseWrapper, "_configure_connection")
 
 
 def application_name(alias: str) -> str:
@@ -67,16 +77,13 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
 
     def __init__(self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS) -> None:
         super().__init__(settings_dict, alias)
-        # bad pool options are not raised here: Django makes wrappers while it imports the
+        # (OPTIONS["pool"] as it was parsed, its PoolConfig): parsed again when it changes.
+        # Bad pool options are not raised here: Django makes wrappers while it imports the
         # models, so every command would die with a traceback; manage.py check reports them
-        # (connguard.E001) and connecting raises them
-        self.connguard_config: PoolConfig | None = None
-        self.connguard_config_error: pools.PoolOptionsError | None = None
-        if alias != NO_DB_ALIAS:
-            try:
-                self.connguard_config = pools.validate(alias, settings_dict)
-            except pools.PoolOptionsError as exc:
-                self.connguard_config_error = exc
+        # (connguard.E001) and connecting raises them (connguard_config parses them again).
+        self._cg_config: tuple[Any, PoolConfig | None] | None = None
+        self._cg_ping_interval, self._cg_ping_timeout = 2.0, 5.0
+        self._cg_ensuring = False
         self.connguard_pool: ConnectionPool | None = None  # the pool the connection came from
         self._cg_driver: Driver = get_driver("psycopg" if is_psycopg3 else "psycopg2")
         self._cg_forks = forking.generation
@@ -84,18 +91,48 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         self._cg_poller: Any = ALWAYS_READABLE
         self._cg_last_used = 0.0
         self._cg_connecting = False
-        # (fork generation, connection parameters, pool) of the last checkout: the next one
-        # finds its pool without fingerprinting the parameters again
-        self._cg_pool_cache: tuple[int, dict[str, Any], ConnectionPool] | None = None
-        config = self.connguard_config
+        # (fork generation, session key, pool) of the last checkout: the next one with the
+        # same key takes that pool without asking the registry
+        self._cg_pool_cache: tuple[int, tuple[Any, ...], ConnectionPool] | None = None
+
+    @property
+    def connguard_config(self) -> PoolConfig | None:
+        """The pool settings in effect now, None when not pooled: ``OPTIONS["pool"]`` is
+        read at each connect, so a change after the wrapper was built takes effect."""
+        if self.alias == NO_DB_ALIAS:
+            return None
+        raw = self.settings_dict.get("OPTIONS", {}).get("pool", True)
+        cached = self._cg_config
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        config = pools.validate(self.alias, self.settings_dict)
+        self._cg_config = (copy.copy(raw), config)
         self._cg_ping_interval = (config.ping_interval if config else 2.0) or _NEVER
         self._cg_ping_timeout = config.ping_timeout if config else 5.0
+        return config
 
-    # Django's built-in pool (5.1+) must stay out of the way: every code path that asks
-    # `self.pool` takes its non-pooled branch, and connguard does the pooling underneath.
     @property
-    def pool(self) -> None:
+    def connguard_config_error(self) -> pools.PoolOptionsError | None:
+        """What is wrong with ``OPTIONS["pool"]`` now (for the doctor), None when it is valid."""
+        try:
+            self.connguard_config  # noqa: B018 - parses and validates
+        except pools.PoolOptionsError as exc:
+            return exc
         return None
+
+    # Django's built-in pool (5.1+) stays out of the way: each code path of Django's that asks
+    # `self.pool` is overridden here (get_new_connection, _close, init_connection_state,
+    # close_if_health_check_failed, close_pool), and the connector that opens the pool's
+    # connections is a wrapper with the pool off.
+    @property
+    def pool(self) -> ConnectionPool | None:
+        """The pool the next connection of this wrapper comes from (made if new), with the
+        parts of psycopg_pool's API that code uses (``get_stats()``, ``check()``,
+        ``close()``, ``resize()``, ``wait()``...); None when ``OPTIONS["pool"]`` is False."""
+        config = self.connguard_config
+        if config is None:
+            return None
+        return self._cg_pool_for(self.get_connection_params(), config)
 
     def close_pool(self) -> None:
         """Close this alias's pools (Django calls it when TIME_ZONE changes, e.g. in tests)."""
@@ -133,14 +170,66 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
     # -- where connections come from ---------------------------------------------------
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        if self.connguard_config_error is not None:
-            raise self.connguard_config_error
+        # Everything that can be wrong with the settings is found before a checkout, so a
+        # configuration error never leaks a connection nor reads as "database down".
+        level = self._cg_isolation_level()
         config = self.connguard_config
         if config is None:
             conn = super().get_new_connection(conn_params)
             self._cg_track(conn, None)
             return conn
-        key = pools.params_key(conn_params)
+        pool = self._cg_pool_for(conn_params, config)
+        conn = pool.getconn()
+        try:
+            self.isolation_level = level  # as Django's get_new_connection() records it
+            self._cg_track(conn, pool)
+        except BaseException:
+            pool.putconn(conn)
+            raise
+        self.connguard_pool = pool
+        return conn
+
+    def _cg_refuse_persistent(self) -> None:
+        """CONN_MAX_AGE with an explicit pool is refused when the pool is made, as Django's
+        own pool does (and as there, not when it is changed on a wrapper whose pool exists)."""
+        max_age = self.settings_dict.get("CONN_MAX_AGE", 0)
+        if max_age != 0 and self.settings_dict["OPTIONS"].get("pool"):
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['CONN_MAX_AGE']={max_age!r} with "
+                f"{pools.option_path(self.alias)}: Pooling doesn't support persistent "
+                "connections. Remove CONN_MAX_AGE (or set 0): a pooled connection goes back "
+                "to the pool at the end of each request, and how long a server connection "
+                f"lives is {pools.option_path(self.alias, 'max_lifetime')}."
+            )
+
+    def _cg_isolation_level(self) -> IsolationLevel:
+        options = self.settings_dict["OPTIONS"]
+        if "isolation_level" not in options:
+            return IsolationLevel.READ_COMMITTED
+        value = options["isolation_level"]
+        try:
+            return IsolationLevel(value)
+        except ValueError:
+            choices = ", ".join(f"{level.value} ({level.name})" for level in IsolationLevel)
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['OPTIONS']['isolation_level']={value!r}: "
+                f"Invalid transaction isolation level {value} specified. Use one of the "
+                f"psycopg.IsolationLevel values. (They are {choices}.)"
+            ) from None
+
+    def _cg_pool_for(self, conn_params: dict[str, Any], config: PoolConfig) -> ConnectionPool:
+        """The pool for the settings as they are now: a connection is only ever lent to a
+        wrapper whose settings would have configured its session the same way."""
+        options = self.settings_dict["OPTIONS"]
+        key = pools.session_key(
+            conn_params,
+            TIME_ZONE=self.timezone_name,
+            USE_TZ=settings.USE_TZ,
+            isolation_level=options.get("isolation_level"),
+            assume_role=options.get("assume_role"),
+            CONN_HEALTH_CHECKS=self.settings_dict.get("CONN_HEALTH_CHECKS"),
+            pool=options.get("pool"),
+        )
         cached = self._cg_pool_cache
         if (
             cached is not None
@@ -148,24 +237,25 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
             and cached[1] == key
             and not cached[2].closed
         ):
-            pool = cached[2]
-        else:
-            pool = pools.get_pool(
-                self.alias, conn_params, lambda: self._make_pool(config, conn_params)
-            )
-            self._cg_pool_cache = (forking.generation, key, pool)
-        conn = pool.getconn()
-        self.connguard_pool = pool
-        self._set_isolation_level_attr()
-        self._cg_track(conn, pool)
-        return conn
+            return cached[2]
+        pool = pools.get_pool(
+            self.alias, key, lambda: self._make_pool(config, conn_params), conn_params.get("dbname")
+        )
+        self._cg_pool_cache = (forking.generation, key, pool)
+        return pool
 
     def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
-        connector = type(self)(self.settings_dict, self.alias)
+        self._cg_refuse_persistent()
+        # opens the pool's connections through Django's own get_new_connection(): a wrapper
+        # with these settings and the pool off (so that Django's code takes its direct path)
+        connector = type(self)(
+            {**self.settings_dict, "OPTIONS": {**self.settings_dict["OPTIONS"], "pool": False}},
+            self.alias,
+        )
         options = pools.pool_options(self.alias, self.settings_dict) or {}
         options.pop("server_pooler", None)
         options.setdefault("name", self.alias)
-        if self.settings_dict.get("CONN_HEALTH_CHECKS"):
+        if self.settings_dict.get("CONN_HEALTH_CHECKS") and "check" not in options:
             # Django's meaning: check before use. With a pool: a ping at every checkout.
             driver, timeout = self._cg_driver, config.ping_timeout
             options["check"] = lambda conn: driver.ping(conn, timeout)
@@ -207,13 +297,6 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
         if attrs is not None:
             options["kwargs"] = {"target_session_attrs": str(attrs)}
 
-    def _set_isolation_level_attr(self) -> None:
-        # What Django's get_new_connection() records on the wrapper for a new connection.
-        level = self.settings_dict["OPTIONS"].get("isolation_level")
-        self.isolation_level = (
-            IsolationLevel.READ_COMMITTED if level is None else IsolationLevel(level)
-        )
-
     def _cg_track(self, conn: Any, pool: ConnectionPool | None) -> None:
         self._cg_forks = forking.generation
         known = pool.socket_of(conn) if pool is not None else None
@@ -237,12 +320,18 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
     def init_connection_state(self) -> None:
         conn = self.connection
         configured = getattr(self.connguard_pool, "django_configured", None)
-        if configured is None or conn is None:
-            super().init_connection_state()
-        elif conn in configured:
+        if conn is not None and configured is not None and conn in configured:
             BaseDatabaseWrapper.init_connection_state(self)  # the server version check, once
-        else:
+            return
+        if _HAS_CONFIGURE:
+            # Django's, without its `not self.pool` test (ours is not Django's pool)
+            BaseDatabaseWrapper.init_connection_state(self)
+            configure = self._configure_connection  # type: ignore[attr-defined]
+            if conn is not None and configure(conn) and not self.get_autocommit():
+                conn.commit()
+        else:  # Django < 5.1: no pool of its own to step around
             super().init_connection_state()
+        if conn is not None and configured is not None:
             configured.add(conn)
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -284,6 +373,19 @@ class DatabaseWrapper(postgres.DatabaseWrapper):
     # -- before every statement ------------------------------------------------------------
 
     def ensure_connection(self) -> None:
+        if self._cg_ensuring:
+            # Re-entered: Django's connect() asks again, or a test patched
+            # BaseDatabaseWrapper.ensure_connection with a function that calls the bound method
+            # it saved (this override) — Django's own then, never super() in a loop.
+            _django_ensure_connection(self)
+            return
+        self._cg_ensuring = True
+        try:
+            self._cg_ensure_connection()
+        finally:
+            self._cg_ensuring = False
+
+    def _cg_ensure_connection(self) -> None:
         if self.connection is not None and not self._cg_connecting:
             if self._cg_forks != forking.generation:
                 self._cg_drop_inherited()

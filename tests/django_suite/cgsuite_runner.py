@@ -1,0 +1,74 @@
+"""A DiscoverRunner that also writes every test's outcome to ``$CGSUITE_RESULTS`` (JSON), so
+that ``scripts/django-suite`` can hold the run against the expected-failures list without
+parsing text. Works with ``--parallel``: the workers' events are replayed into this result."""
+
+from __future__ import annotations
+
+import json
+import os
+import unittest
+from typing import Any
+
+from django.test.runner import DiscoverRunner
+from django.test.utils import iter_test_cases
+
+
+def _test_id(test: Any) -> str:
+    return test.id() if hasattr(test, "id") else str(test)
+
+
+class RecordingResult(unittest.TextTestResult):
+    outcomes: dict[str, str] = {}
+
+    def _record(self, test: Any, outcome: str) -> None:
+        test_id = _test_id(test)
+        # a failing subtest makes the whole test fail; a later success does not undo it
+        if self.outcomes.get(test_id) in ("fail", "error") and outcome == "ok":
+            return
+        self.outcomes[test_id] = outcome
+
+    def addSuccess(self, test: Any) -> None:
+        super().addSuccess(test)
+        self._record(test, "ok")
+
+    def addFailure(self, test: Any, err: Any) -> None:
+        super().addFailure(test, err)
+        self._record(test, "fail")
+
+    def addError(self, test: Any, err: Any) -> None:
+        super().addError(test, err)
+        self._record(test, "error")
+
+    def addSkip(self, test: Any, reason: str) -> None:
+        super().addSkip(test, reason)
+        self._record(test, "skip")
+
+    def addExpectedFailure(self, test: Any, err: Any) -> None:
+        super().addExpectedFailure(test, err)
+        self._record(test, "xfail")  # Django's own @expectedFailure
+
+    def addUnexpectedSuccess(self, test: Any) -> None:
+        super().addUnexpectedSuccess(test)
+        self._record(test, "xpass")
+
+    def addSubTest(self, test: Any, subtest: Any, err: Any) -> None:
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            failure = issubclass(err[0], test.failureException)
+            self._record(test, "fail" if failure else "error")
+
+
+class RecordingRunner(DiscoverRunner):
+    def get_resultclass(self) -> Any:
+        base = super().get_resultclass()
+        return RecordingResult if base is None else base  # --debug-sql, --pdb: not recorded
+
+    def run_suite(self, suite: Any, **kwargs: Any) -> Any:
+        found = sorted({_test_id(test) for test in iter_test_cases(suite)})
+        result = super().run_suite(suite, **kwargs)
+        path = os.environ.get("CGSUITE_RESULTS")
+        if path:
+            with open(path, "w") as out:
+                report = {"found": found, "outcomes": RecordingResult.outcomes}
+                json.dump(report, out, indent=0, sort_keys=True)
+        return result
