@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connguard.testing.mariadb import MariaDBServer, MariaDBUnavailable, find_mariadb_bin
-from connguard.testing.pytest_plugin import in_ci
+from connguard.testing.pytest_plugin import started
 
 __all__ = ["mariadb", "mariadb_kwargs", "mariadb_server"]
 
@@ -30,17 +30,8 @@ MARIADB_FIXTURES = frozenset({"mariadb_server", "mariadb", "mariadb_kwargs"})
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDBServer]:
     """One throwaway MariaDB server for the whole test session."""
-    try:
-        server = MariaDBServer()
-    except MariaDBUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the MariaDB test server is unavailable: {exc}")
-        pytest.skip(f"MariaDB test server unavailable: {exc}")
-    try:
-        server.start()
+    with started(MariaDBServer, "the MariaDB test server") as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

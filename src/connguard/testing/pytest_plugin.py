@@ -26,13 +26,15 @@ Tests that use any of these are marked ``integration`` (``pytest -m "not integra
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from connguard.testing._process import RigProcess
 from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
 from connguard.testing.replication import StandbyServer
@@ -49,7 +51,10 @@ __all__ = [
     "pgbouncer_bin",
     "pgbouncer_settings",
     "skip_or_fail",
+    "started",
 ]
+
+R = TypeVar("R", bound=RigProcess)
 
 RIG_FIXTURES = frozenset(
     {"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_bin", "pgbouncer_bin", "pg_pair"}
@@ -69,6 +74,20 @@ def skip_or_fail(what: str, reason: object) -> NoReturn:
     if in_ci():
         pytest.fail(f"CI=true and {what} is unavailable: {reason}")
     pytest.skip(f"{what} unavailable: {reason}")
+
+
+@contextlib.contextmanager
+def started(make: Callable[[], R], what: str, hint: str = "") -> Iterator[R]:
+    """For a fixture, ``with started(...) as server``: ``make()`` a rig server — skipped (failed under ``CI=true``) when it
+    cannot be had, ``hint`` added to the reason — yield it started, clean it up after."""
+    try:
+        server = make()
+    except ServerUnavailable as exc:
+        skip_or_fail(what, f"{exc}; {hint}" if hint else exc)
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -93,15 +112,8 @@ def pgbouncer_bin() -> str:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the whole test session."""
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        skip_or_fail("the PostgreSQL test server", f"{exc}; {SYSTEM_INSTALL_HINT}")
-    try:
-        server.start()
+    with started(PostgresServer, "the PostgreSQL test server", SYSTEM_INSTALL_HINT) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
@@ -177,24 +189,8 @@ def pg_pair() -> Iterator[tuple[PostgresServer, StandbyServer]]:
     """A fresh primary and a streaming standby of it (``pg_basebackup -R``), for failover
     tests that promote, stop or demote them; both removed after the test. Skipped (failed
     under ``CI=true``) without PostgreSQL binaries or ``pg_basebackup``."""
-    try:
-        primary = PostgresServer()
-    except ServerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
-        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
-    standby: StandbyServer | None = None
-    try:
-        primary.start()
-        try:
-            standby = StandbyServer(primary)
-        except ServerUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"CI=true and a standby cannot be made: {exc}")
-            pytest.skip(f"no streaming standby: {exc}")
-        standby.start()
+    with (
+        started(PostgresServer, "the PostgreSQL test server", SYSTEM_INSTALL_HINT) as primary,
+        started(lambda: StandbyServer(primary), "a streaming standby") as standby,
+    ):
         yield primary, standby
-    finally:
-        if standby is not None:
-            standby.cleanup()
-        primary.cleanup()
