@@ -259,7 +259,7 @@ def finalize(state: ProcessState) -> None:
 # --------------------------------------------------------------------------- base
 
 
-class RigProcess:
+class RigProcess(ClosesOnExit):
     """The life cycle of a rig server (see the module docstring).
 
     A subclass calls :meth:`_init_process` from ``__init__`` and provides ``_launch`` (one
@@ -336,16 +336,12 @@ class RigProcess:
         """Stop the server and delete its directory; the object is done after."""
         self._finalizer()
 
+    def close(self) -> None:
+        """The same as :meth:`cleanup` (what ``with`` calls at the end)."""
+        self.cleanup()
+
     def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connguard.testing.mariadb import MariaDBServer, MariaDBUnavailable, find_mariadb_bin
-from connguard.testing.pytest_plugin import started
+from connguard.testing.pytest_plugin import restored, started
 
 __all__ = ["mariadb", "mariadb_kwargs", "mariadb_server"]
 
@@ -37,11 +37,9 @@ def mariadb_server() -> Iterator[MariaDBServer]:
 @pytest.fixture
 def mariadb(mariadb_server: MariaDBServer) -> Iterator[MariaDBServer]:
     """``mariadb_server``, running; restarted and its globals reset after the test."""
-    mariadb_server.start()
-    yield mariadb_server
-    mariadb_server.start()
-    if mariadb_server.globals_changed:
-        mariadb_server.reset_globals()
+    server = mariadb_server
+    with restored(server, lambda: server.globals_changed, server.reset_globals):
+        yield mariadb_server
 
 
 @pytest.fixture

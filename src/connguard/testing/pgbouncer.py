@@ -36,7 +36,7 @@ from connguard.testing._process import (
     open_up_parents,
     unprivileged_user,
 )
-from connguard.testing.server import PostgresServer, _connect, _libpq_value
+from connguard.testing.server import PostgresServer, _connect, libpq_conninfo
 
 __all__ = ["PgBouncer", "PgBouncerError", "PgBouncerUnavailable", "find_pgbouncer"]
 
@@ -194,14 +194,7 @@ class PgBouncer(RigProcess):
     def conninfo(self, dbname: str = "postgres", **params: object) -> str:
         """A libpq keyword string through the bouncer:
         ``host=127.0.0.1 port=… user=postgres dbname=postgres`` plus ``params``."""
-        values: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname,
-            **params,
-        }
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in values.items())
+        return libpq_conninfo(self.host, self.port, self.user, dbname, params)
 
     # ----------------------------------------------------------------- lifecycle
 

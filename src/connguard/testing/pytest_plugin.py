@@ -50,6 +50,7 @@ __all__ = [
     "pgbouncer",
     "pgbouncer_bin",
     "pgbouncer_settings",
+    "restored",
     "skip_or_fail",
     "started",
 ]
@@ -90,6 +91,18 @@ def started(make: Callable[[], R], what: str, hint: str = "") -> Iterator[R]:
         server.cleanup()
 
 
+@contextlib.contextmanager
+def restored(server: R, changed: Callable[[], bool], reset: Callable[[], object]) -> Iterator[R]:
+    """For a function fixture over a session server: running when the test starts; after
+    it, started again if the test left it stopped or killed, and ``reset()`` when
+    ``changed()`` says the test changed its settings."""
+    server.start()
+    yield server
+    server.start()
+    if changed():
+        reset()
+
+
 @pytest.fixture(scope="session")
 def pg_bin() -> Path:
     """The directory with ``initdb``, ``pg_ctl`` and ``postgres`` (``find_pg_bin()``)."""
@@ -119,11 +132,8 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg(pg_server: PostgresServer) -> Iterator[PostgresServer]:
     """``pg_server``, running; restarted and its configuration reset after the test."""
-    pg_server.start()
-    yield pg_server
-    pg_server.start()
-    if pg_server.config_changed:
-        pg_server.reset_config()
+    with restored(pg_server, lambda: pg_server.config_changed, pg_server.reset_config):
+        yield pg_server
 
 
 @pytest.fixture

@@ -167,6 +167,16 @@ def _libpq_value(value: object) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def libpq_conninfo(
+    host: str, port: int, user: str, dbname: str, extra: Mapping[str, object]
+) -> str:
+    """``host=… port=… user=… dbname=…`` then ``extra`` (which may override them), each
+    value quoted as libpq needs."""
+    params: dict[str, object] = {"host": host, "port": port, "user": user, "dbname": dbname}
+    params.update(extra)
+    return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -246,14 +256,7 @@ class PostgresServer(RigProcess):
 
         ``extra`` adds or overrides keywords (``application_name="x"``, ``connect_timeout=3``).
         """
-        params: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname,
-            **extra,
-        }
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+        return libpq_conninfo(self.host, self.port, self.user, dbname, extra)
 
     def url(self, dbname: str = "postgres", **extra: object) -> str:
         """The same as a URL: ``postgresql://postgres@127.0.0.1:5433/postgres?...``."""
