@@ -37,6 +37,26 @@ from typing import Any, ClassVar, Self
 
 from connguard.testing import _teardown
 
+__all__ = [
+    "TIMEOUT",
+    "ClosesOnExit",
+    "ClusterState",
+    "ProcessState",
+    "RigProcess",
+    "RunAs",
+    "ServerError",
+    "ServerUnavailable",
+    "can_reach",
+    "clean_env",
+    "finalize",
+    "free_port",
+    "make_base_dir",
+    "open_up_parents",
+    "start_watchdog",
+    "stop_watchdog",
+    "unprivileged_user",
+]
+
 TIMEOUT = 60.0  # seconds for a setup tool, a start or a stop
 
 
@@ -493,24 +513,3 @@ class RigProcess(ClosesOnExit):
                     f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
                 )
             time.sleep(poll)
-
-
-__all__ = [
-    "TIMEOUT",
-    "ClosesOnExit",
-    "ClusterState",
-    "ProcessState",
-    "RigProcess",
-    "RunAs",
-    "ServerError",
-    "ServerUnavailable",
-    "can_reach",
-    "clean_env",
-    "finalize",
-    "free_port",
-    "make_base_dir",
-    "open_up_parents",
-    "start_watchdog",
-    "stop_watchdog",
-    "unprivileged_user",
-]
