@@ -31,25 +31,29 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 from connguard.testing import _teardown
-from connguard.testing.server import ServerError, ServerUnavailable
+from connguard.testing._process import (
+    TIMEOUT,
+    ClusterState,
+    RigProcess,
+    ServerError,
+    ServerUnavailable,
+    make_base_dir,
+    open_up_parents,
+    unprivileged_user,
+)
 
 __all__ = ["MariaDBServer", "MariaDBUnavailable", "find_mariadb_bin"]
 
@@ -58,7 +62,6 @@ _SERVER_NAMES = ("mariadbd", "mysqld")
 _INSTALL_NAMES = ("mariadb-install-db", "mysql_install_db")
 _SEARCH_DIRS = ("/usr/sbin", "/usr/libexec", "/usr/local/sbin", "/usr/local/bin", "/usr/bin")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TIMEOUT = 60.0  # seconds for install-db, a start or a stop
 # the name _teardown looks for: the watchdog finds mariadbd's pid as it finds a postmaster's
 _PIDFILE = _teardown.PIDFILE
 
@@ -176,46 +179,10 @@ def _mysqldb() -> Any:
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass(frozen=True)
-class _RunAs:
-    name: str
-    uid: int
-    gid: int
-
-
-def _unprivileged_user() -> _RunAs | None:
-    """The user to run mariadbd as when we are root (None when we are not)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("mysql", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _RunAs(name, entry.pw_uid, entry.pw_gid)
-    raise MariaDBUnavailable(
-        "running as root, and mariadbd refuses to run as root, but neither a 'mysql' nor a "
-        "'nobody' user exists to run it as; create one (useradd --system mysql)"
-    )
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _option_text(value: object) -> str:
     if isinstance(value, bool):
         return ""
     return f" = {value}"
-
-
-def _clean_env() -> dict[str, str]:
-    """No MYSQL_* variables (MYSQL_PWD, MYSQL_HOST, MYSQL_UNIX_PORT...) and C messages."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL", "MARIADB"))}
-    env["LC_ALL"] = "C"
-    return env
 
 
 def _check_name(name: str) -> str:
@@ -246,50 +213,10 @@ def _greeting(path: str, timeout: float) -> bool:
     return len(head) == 5 and head[4] == 10
 
 
-@dataclass
-class _State:
-    """What the finalizer needs; holds no reference to the server object itself."""
-
-    owner_pid: int
-    run_dir: Path
-    remove: list[Path]
-    proc: subprocess.Popen[bytes] | None = None
-    watchdog: subprocess.Popen[bytes] | None = None
-    done: bool = False
-
-    def reap(self, timeout: float = 10.0) -> None:
-        proc = self.proc
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-            if proc.returncode is not None:
-                self.proc = None
-
-
-def _finalize(state: _State) -> None:
-    """Stop and delete the server (idempotent; does nothing in a forked child)."""
-    if state.done or os.getpid() != state.owner_pid:
-        return
-    state.done = True
-    try:
-        _teardown.teardown(state.run_dir, state.remove, state.reap)
-    finally:
-        watchdog = state.watchdog
-        if watchdog is not None:
-            with contextlib.suppress(OSError):
-                if watchdog.stdin is not None:
-                    watchdog.stdin.close()
-            try:
-                watchdog.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                watchdog.kill()
-                watchdog.wait(timeout=5)
-
-
 # --------------------------------------------------------------------------- server
 
 
-class MariaDBServer:
+class MariaDBServer(RigProcess):
     """A throwaway MariaDB server on 127.0.0.1 (see the module docstring).
 
     ``base_dir`` defaults to a fresh ``tempfile.mkdtemp()``; a given one must be empty or
@@ -298,9 +225,11 @@ class MariaDBServer:
     of :data:`DEFAULT_SETTINGS`.
     """
 
-    host = "127.0.0.1"
     user = APP_USER
     database = APP_DATABASE
+    display_name = "MariaDBServer"
+    # no MYSQL_* variables (MYSQL_PWD, MYSQL_HOST, MYSQL_UNIX_PORT...)
+    env_prefixes = ("MYSQL", "MARIADB")
 
     def __init__(
         self,
@@ -310,38 +239,20 @@ class MariaDBServer:
     ) -> None:
         self.binaries = find_mariadb_bin()
         self._mysqldb = _mysqldb()
-        self._run_as = _unprivileged_user()
-        self._fixed_port = port is not None
-        self.port = port if port is not None else _free_port(self.host)
+        run_as = unprivileged_user(("mysql", "nobody"), "mariadbd", MariaDBUnavailable)
         self.settings: dict[str, object] = {**DEFAULT_SETTINGS, **(settings or {})}
-        if base_dir is None:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="connguard-mariadb-")).resolve()
-        else:
-            self.base_dir = Path(base_dir).resolve()
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            if any(self.base_dir.iterdir()):
-                raise ServerError(f"base_dir {self.base_dir} is not empty")
+        self.base_dir = make_base_dir(base_dir, "connguard-mariadb-")
         self.data_dir = self.base_dir / "data"
         self.run_dir = self.base_dir / "run"
         self.socket_path = self.run_dir / "mysqld.sock"
         self.log_path = self.base_dir / "mariadbd.log"
         self.config_path = self.base_dir / "my.cnf"
-        self._state = _State(owner_pid=os.getpid(), run_dir=self.run_dir, remove=[self.base_dir])
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        self._state: ClusterState = ClusterState(run_dir=self.run_dir, remove=[self.base_dir])
+        self._init_process(self._state, port, run_as)
         self._saved_globals: dict[str, Any] = {}
         self._prepare_dirs()
 
     # ----------------------------------------------------------------- properties
-
-    @property
-    def pid(self) -> int | None:
-        """mariadbd's pid while it runs, else None."""
-        pid = _teardown.read_postmaster_pid(self.run_dir)
-        return pid if pid is not None and _teardown.pid_alive(pid) else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     @property
     def globals_changed(self) -> bool:
@@ -372,71 +283,28 @@ class MariaDBServer:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> MariaDBServer:
-        """Start the server (``mariadb-install-db`` first when needed) and wait until it
-        accepts connections; no-op when it runs. Same data directory and port every time."""
-        if not self._finalizer.alive:
-            raise ServerError(f"{self!r} was cleaned up; make a new MariaDBServer")
-        if self.running:
-            return self
-        self._start_watchdog()
-        attempts = 1 if self._fixed_port else 5
-        for attempt in range(attempts):
-            self._write_config()
-            fresh = not (self.data_dir / "mysql").is_dir()
-            if fresh:
-                self._install_db()
-            try:
-                self._spawn()
-            except ServerError:
-                if attempt + 1 < attempts and self._port_taken():
-                    self.port = _free_port(self.host)
-                    continue
-                raise
-            if fresh:
-                self._create_accounts()
-            break
-        return self
+    def _launch(self) -> None:
+        self._write_config()
+        fresh = not (self.data_dir / "mysql").is_dir()
+        if fresh:
+            self._install_db()
+        self._spawn(
+            [str(self.binaries.server), f"--defaults-file={self.config_path}"],
+            output=self.log_path,
+            cwd=self.base_dir,
+            ready=lambda proc: self.pid == proc.pid and _greeting(str(self.socket_path), 1.0),
+            poll=0.02,
+        )
+        if fresh:
+            self._create_accounts()
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM: clients' sessions end, the server exits); no-op when
         it is not running."""
-        pid = self.pid
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        self._state.reap(_TIMEOUT)
-        if not _teardown.wait_gone([pid], 5.0):
-            raise ServerError(f"mariadbd {pid} still runs {_TIMEOUT:.0f} s after SIGTERM")
+        self._stop_by_signal(signal.SIGTERM, "mariadbd")
 
-    def restart(self) -> None:
-        """Stop cleanly and start again (every client session is ended)."""
-        self.stop()
-        self.start()
-
-    def kill(self) -> None:
-        """SIGKILL mariadbd, as in a crash; the next :meth:`start` runs InnoDB recovery."""
-        _teardown.kill_cluster(self.run_dir, reap=self._state.reap)
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its directory; the object is done after."""
-        self._finalizer()
-
-    def __enter__(self) -> MariaDBServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        state = f"pid={self.pid}" if self.running else "stopped"
-        return f"<MariaDBServer {self.host}:{self.port} {state} dir={self.base_dir}>"
+    def _repr_detail(self) -> str:
+        return f"dir={self.base_dir}"
 
     # ----------------------------------------------------------------- SQL
 
@@ -567,38 +435,21 @@ class MariaDBServer:
     def drop_database(self, name: str) -> None:
         self.execute(f"DROP DATABASE IF EXISTS `{_check_name(name)}`")
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` lines of the server's error log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     # ----------------------------------------------------------------- internals
 
     def _prepare_dirs(self) -> None:
         for path in (self.run_dir,):
             path.mkdir(mode=0o755, exist_ok=True)
         if len(str(self.socket_path)) > 100:  # sun_path holds 108 bytes
-            short = Path(tempfile.mkdtemp(prefix="cgmy-")).resolve()
-            self._state.remove.append(short)
+            short = self._short_dir("cgmy-")
             self.socket_path = short / "mysqld.sock"
-            short.chmod(0o755)
-            if self._run_as is not None:
-                os.chown(short, self._run_as.uid, self._run_as.gid)
+            self._own_dir(short)
         run_as = self._run_as
         if run_as is None:
             return
-        for parent in reversed(self.base_dir.parents):  # /tmp and the like are searchable
-            if not parent.stat().st_mode & 0o001:
-                raise ServerError(
-                    f"{parent} is not searchable by user {run_as.name!r}, which runs mariadbd "
-                    "because it refuses to run as root; pass a base_dir under /tmp"
-                )
+        open_up_parents(self.base_dir, run_as, "mariadbd")
         for path in (self.base_dir, self.run_dir):
-            path.chmod(0o755)
-            os.chown(path, run_as.uid, run_as.gid)
+            self._own_dir(path)
         self.log_path.touch(mode=0o644)  # the server appends to it as run_as
         os.chown(self.log_path, run_as.uid, run_as.gid)
 
@@ -617,12 +468,6 @@ class MariaDBServer:
         self.config_path.write_text(text)
         self.config_path.chmod(0o644)
 
-    def _run_kwargs(self) -> dict[str, Any]:
-        run_as = self._run_as
-        return _teardown.run_as_kwargs(
-            run_as.uid if run_as else None, run_as.gid if run_as else None
-        )
-
     def _install_db(self) -> None:
         argv = [
             str(self.binaries.install_db),
@@ -634,27 +479,10 @@ class MariaDBServer:
         if (basedir / "share").is_dir():
             argv.append(f"--basedir={basedir}")
         try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_TIMEOUT * 3,
-                cwd=self.base_dir,
-                env=_clean_env(),
-                **self._run_kwargs(),
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ServerError(f"{' '.join(argv)} timed out\n{self.log_tail()}") from exc
-        except OSError as exc:
-            raise ServerError(f"cannot run {argv[0]}: {exc}") from exc
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr).strip()
+            self._run(argv, "mariadb-install-db", timeout=TIMEOUT * 3)
+        except ServerError:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            raise ServerError(
-                f"{' '.join(argv)} exited with {done.returncode}\n{output[-3000:]}"
-                f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-            )
+            raise
 
     def _create_accounts(self) -> None:
         conn = self.admin_connection()
@@ -666,57 +494,6 @@ class MariaDBServer:
         finally:
             conn.close()
 
-    def _spawn(self) -> None:
-        """Run ``mariadbd`` as our own child in a session of its own and wait until its
-        socket answers with a handshake."""
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [str(self.binaries.server), f"--defaults-file={self.config_path}"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                env=_clean_env(),
-                start_new_session=True,
-                **self._run_kwargs(),
-            )
-        self._state.proc = proc
-        deadline = time.monotonic() + _TIMEOUT
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._state.proc = None
-                raise ServerError(
-                    f"mariadbd exited with {code} while starting on port {self.port}"
-                    f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-                )
-            if self.pid == proc.pid and _greeting(str(self.socket_path), 1.0):
-                return
-            if time.monotonic() >= deadline:
-                _teardown.kill_cluster(self.run_dir, reap=self._state.reap)
-                raise ServerError(f"mariadbd not ready after {_TIMEOUT:.0f} s\n{self.log_tail()}")
-            time.sleep(0.02)
-
     def _port_taken(self) -> bool:
         tail = self.log_tail(30)
         return "Address already in use" in tail or "Do you already have another" in tail
-
-    def _start_watchdog(self) -> None:
-        state = self._state
-        if state.watchdog is not None:
-            return
-        argv = [
-            sys.executable,
-            "-S",
-            _teardown.__file__,
-            str(self.run_dir),
-            *(str(p) for p in state.remove),
-        ]
-        state.watchdog = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )

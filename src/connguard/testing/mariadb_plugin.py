@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connguard.testing.mariadb import MariaDBServer, MariaDBUnavailable, find_mariadb_bin
-from connguard.testing.pytest_plugin import in_ci
+from connguard.testing.pytest_plugin import restored, started
 
 __all__ = ["mariadb", "mariadb_kwargs", "mariadb_server"]
 
@@ -30,27 +30,16 @@ MARIADB_FIXTURES = frozenset({"mariadb_server", "mariadb", "mariadb_kwargs"})
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDBServer]:
     """One throwaway MariaDB server for the whole test session."""
-    try:
-        server = MariaDBServer()
-    except MariaDBUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the MariaDB test server is unavailable: {exc}")
-        pytest.skip(f"MariaDB test server unavailable: {exc}")
-    try:
-        server.start()
+    with started(MariaDBServer, "the MariaDB test server") as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def mariadb(mariadb_server: MariaDBServer) -> Iterator[MariaDBServer]:
     """``mariadb_server``, running; restarted and its globals reset after the test."""
-    mariadb_server.start()
-    yield mariadb_server
-    mariadb_server.start()
-    if mariadb_server.globals_changed:
-        mariadb_server.reset_globals()
+    server = mariadb_server
+    with restored(server, lambda: server.globals_changed, server.reset_globals):
+        yield mariadb_server
 
 
 @pytest.fixture

@@ -38,9 +38,10 @@ import sys
 import threading
 import weakref
 from collections.abc import Collection, Mapping, Sequence
-from types import TracebackType
+from dataclasses import dataclass
 
 from connguard.testing import _netns_teardown
+from connguard.testing._process import ClosesOnExit, ProcessState, finalize, start_watchdog
 from connguard.testing.server import PostgresServer
 
 __all__ = [
@@ -88,30 +89,18 @@ def _run(argv: Sequence[str], what: str, *, check: bool = True, input: str | Non
     return done.stdout
 
 
-class _State:
-    def __init__(self, name: str, host_if: str) -> None:
-        self.owner_pid = os.getpid()
-        self.name = name
-        self.host_if = host_if
-        self.watchdog: subprocess.Popen[bytes] | None = None
-        self.done = False
+@dataclass
+class _State(ProcessState):
+    """What the finalizer needs: the namespace and the host end of the veth pair."""
 
+    name: str = ""
+    host_if: str = ""
 
-def _finalize(state: _State) -> None:
-    if state.done or os.getpid() != state.owner_pid:
-        return
-    state.done = True
-    _netns_teardown.delete(state.name, state.host_if)
-    watchdog = state.watchdog
-    if watchdog is not None:
-        with contextlib.suppress(OSError):
-            if watchdog.stdin is not None:
-                watchdog.stdin.close()
-        try:
-            watchdog.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            watchdog.kill()
-            watchdog.wait(timeout=5)
+    def teardown(self) -> None:
+        _netns_teardown.delete(self.name, self.host_if)
+
+    def watchdog_argv(self) -> list[str]:
+        return [_netns_teardown.__file__, self.name, self.host_if]
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
@@ -132,7 +121,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise NetnsUnavailable("no free /30 left in 198.18.0.0/15 on this host")
 
 
-class Netns:
+class Netns(ClosesOnExit):
     """A network namespace with a veth pair to the host; see the module docstring."""
 
     def __init__(self) -> None:
@@ -148,8 +137,8 @@ class Netns:
         self.host_addr = str(subnet.network_address + 1)
         self.ns_addr = str(subnet.network_address + 2)
         self._prefix = subnet.prefixlen
-        self._state = _State(self.name, self.host_if)
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        self._state = _State(name=self.name, host_if=self.host_if)
+        self._finalizer = weakref.finalize(self, finalize, self._state)
         self._dropped: list[int] = []
         try:
             self._start_watchdog()
@@ -172,14 +161,7 @@ class Netns:
         self.exec(["ip", "link", "set", "lo", "up"])
 
     def _start_watchdog(self) -> None:
-        self._state.watchdog = subprocess.Popen(
-            [sys.executable, "-S", _netns_teardown.__file__, self.name, self.host_if],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )
+        self._state.watchdog = start_watchdog(self._state.watchdog_argv())
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """*argv* run inside the namespace (``ip netns exec NAME ...``)."""
@@ -239,17 +221,6 @@ class Netns:
     def close(self) -> None:
         """Delete the veth pair and the namespace; stop the watchdog. Idempotent."""
         self._finalizer()
-
-    def __enter__(self) -> Netns:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<Netns {self.name} {self.host_addr} <-> {self.ns_addr}>"
@@ -321,7 +292,7 @@ def _sh_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-class SilentListener:
+class SilentListener(ClosesOnExit):
     """A loopback TCP listener that accepts every connection and never sends a byte.
 
     ``host``/``port`` to connect to; the accepted sockets stay open until :meth:`close`.
@@ -355,9 +326,3 @@ class SilentListener:
         self._sock.close()
         for conn in self.accepted:
             conn.close()
-
-    def __enter__(self) -> SilentListener:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -23,25 +23,20 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from connguard.testing import _teardown
-from connguard.testing.server import (
-    PostgresServer,
+from connguard.testing._process import (
+    ProcessState,
+    RigProcess,
     ServerError,
-    _free_port,
-    _libpq_value,
-    _open_up_parents,
-    _unprivileged_user,
+    open_up_parents,
+    unprivileged_user,
 )
+from connguard.testing.server import PostgresServer, _connect, libpq_conninfo
 
 __all__ = ["PgBouncer", "PgBouncerError", "PgBouncerUnavailable", "find_pgbouncer"]
 
@@ -114,14 +109,11 @@ shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
-class _State:
+class _State(ProcessState):
     """What the finalizer needs; holds no reference to the PgBouncer object itself."""
 
-    owner_pid: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-    watchdog: subprocess.Popen[bytes] | None = None
-    done: bool = False
+    workdir: Path = field(default_factory=Path)
+    watchdog_timeout = 15.0
 
     def stop(self, timeout: float) -> None:
         """SIGTERM (an immediate shutdown up to PgBouncer 1.22; a wait for the clients to
@@ -138,41 +130,17 @@ class _State:
                 proc.wait(10)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def kill(self) -> None:
+        self.stop(timeout=0.0)
 
-def _finalize(state: _State) -> None:
-    """Stop PgBouncer and remove its directory (idempotent; nothing in a forked child)."""
-    if state.done or os.getpid() != state.owner_pid:
-        return
-    state.done = True
-    try:
-        state.stop(timeout=5.0)
-    finally:
-        watchdog, state.watchdog = state.watchdog, None
-        if watchdog is not None:
-            with contextlib.suppress(OSError):
-                if watchdog.stdin is not None:
-                    watchdog.stdin.close()
-            try:
-                watchdog.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                watchdog.kill()
-                watchdog.wait(timeout=5)
+    def teardown(self) -> None:
+        self.stop(timeout=5.0)
+
+    def watchdog_argv(self) -> list[str]:
+        return ["-c", _WATCHDOG, str(self.workdir)]
 
 
-def _admin_connect(conninfo: str) -> Any:
-    """An autocommit connection through psycopg 3, or psycopg2 where only that exists."""
-    try:
-        import psycopg
-    except ImportError:
-        import psycopg2
-
-        conn = psycopg2.connect(conninfo)
-        conn.autocommit = True
-        return conn
-    return psycopg.connect(conninfo, autocommit=True)
-
-
-class PgBouncer:
+class PgBouncer(RigProcess):
     """A PgBouncer on 127.0.0.1 in front of ``server`` (see the module docstring).
 
     ``pool_mode``, ``default_pool_size`` and ``max_client_conn`` go to ``pgbouncer.ini`` as
@@ -183,7 +151,8 @@ class PgBouncer:
     ``with PgBouncer(server) as bouncer: psycopg.connect(bouncer.conninfo())``
     """
 
-    host = "127.0.0.1"
+    display_name = "PgBouncer"
+    error = PgBouncerError
 
     def __init__(
         self,
@@ -202,9 +171,6 @@ class PgBouncer:
         self.binary = find_pgbouncer()
         self.server = server
         self.user = server.user
-        self._run_as = _unprivileged_user()
-        self._fixed_port = port is not None
-        self.port = port if port is not None else _free_port(self.host)
         self.settings: dict[str, str] = {
             "pool_mode": pool_mode,
             "default_pool_size": str(default_pool_size),
@@ -216,32 +182,19 @@ class PgBouncer:
         self.ini_path = self.workdir / "pgbouncer.ini"
         self.log_path = self.workdir / "pgbouncer.log"
         self._stderr_path = self.workdir / "stderr.log"
-        self._state = _State(owner_pid=os.getpid(), workdir=self.workdir)
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        self.base_dir = self.workdir
+        self._start_timeout = 10.0
+        self._state: _State = _State(workdir=self.workdir)
+        self._init_process(
+            self._state, port, unprivileged_user(("postgres", "nobody"), "PgBouncer")
+        )
 
     # ----------------------------------------------------------------- properties
-
-    @property
-    def pid(self) -> int | None:
-        """PgBouncer's pid while it runs, else None."""
-        proc = self._state.proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def conninfo(self, dbname: str = "postgres", **params: object) -> str:
         """A libpq keyword string through the bouncer:
         ``host=127.0.0.1 port=… user=postgres dbname=postgres`` plus ``params``."""
-        values: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname,
-            **params,
-        }
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in values.items())
+        return libpq_conninfo(self.host, self.port, self.user, dbname, params)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -249,22 +202,8 @@ class PgBouncer:
         """Write the configuration, run PgBouncer and wait until it accepts connections
         (no-op when it runs). Raises :class:`PgBouncerError` with the log tail if it exits
         or does not listen within ``timeout`` seconds."""
-        if not self._finalizer.alive:
-            raise PgBouncerError(f"{self!r} was cleaned up; make a new PgBouncer")
-        if self.running:
-            return self
-        self._start_watchdog()
-        attempts = 1 if self._fixed_port else 5
-        for attempt in range(attempts):
-            self._prepare_workdir()
-            try:
-                self._spawn(timeout)
-            except PgBouncerError:
-                if attempt + 1 < attempts and self._port_taken():
-                    self.port = _free_port(self.host)
-                    continue
-                raise
-            break
+        self._start_timeout = timeout
+        super().start()
         self._fixed_port = True  # clients reconnect to the same port after a restart
         return self
 
@@ -274,31 +213,8 @@ class PgBouncer:
         port."""
         self._state.stop(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL PgBouncer, as in a crash (its directory is removed too)."""
-        self._state.stop(timeout=0.0)
-
-    def cleanup(self) -> None:
-        """Stop it for good (the object cannot be started again)."""
-        self._finalizer()
-
-    def __enter__(self) -> PgBouncer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        state = f"pid={self.pid}" if self.running else "stopped"
-        return (
-            f"<PgBouncer {self.host}:{self.port} {state} {self.settings['pool_mode']} mode "
-            f"-> {self.server.host}:{self.server.port}>"
-        )
+    def _repr_detail(self) -> str:
+        return f"{self.settings['pool_mode']} mode -> {self.server.host}:{self.server.port}"
 
     # ----------------------------------------------------------------- admin console
 
@@ -307,7 +223,7 @@ class PgBouncer:
         console; the rows as dicts (empty for commands that return none)."""
         if not _ADMIN_COMMAND.match(command.strip()):
             raise ValueError(f"not an admin console command: {command!r}")
-        conn = _admin_connect(self.conninfo("pgbouncer", connect_timeout=5))
+        conn = _connect(self.conninfo("pgbouncer", connect_timeout=5))
         try:
             cur = conn.cursor()
             cur.execute(command)
@@ -330,13 +246,8 @@ class PgBouncer:
         if self.running:
             self.admin("RELOAD")
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` lines of the log (and of anything written to stderr)."""
-        text = ""
-        for path in (self._stderr_path, self.log_path):
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+    def _log_paths(self) -> list[Path]:
+        return [self._stderr_path, self.log_path]  # and anything written to stderr
 
     # ----------------------------------------------------------------- internals
 
@@ -352,7 +263,7 @@ class PgBouncer:
         self.workdir.mkdir(mode=0o755, exist_ok=True)
         run_as = self._run_as
         if run_as is not None:
-            _open_up_parents(self.workdir, run_as)
+            open_up_parents(self.workdir, run_as, "pgbouncer")
             os.chown(self.workdir, run_as.uid, run_as.gid)
         for stale in (self.log_path, self._stderr_path):
             with contextlib.suppress(FileNotFoundError):
@@ -382,39 +293,16 @@ class PgBouncer:
         for path in (users, self.ini_path):
             path.chmod(0o644)
 
-    def _spawn(self, timeout: float) -> None:
-        run_as = self._run_as
-        with self._stderr_path.open("ab") as stderr:
-            proc = subprocess.Popen(
-                [self.binary, str(self.ini_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-                start_new_session=True,  # a Ctrl-C meant for pytest does not reach it
-                **_teardown.run_as_kwargs(
-                    run_as.uid if run_as else None, run_as.gid if run_as else None
-                ),
-            )
-        self._state.proc = proc
-        deadline = time.monotonic() + timeout
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._state.proc = None
-                raise PgBouncerError(
-                    f"pgbouncer exited with {code} while starting on port {self.port}"
-                    f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-                )
-            if self._listening() and proc.poll() is None:
-                return
-            if time.monotonic() >= deadline:
-                self._state.stop(timeout=2.0)
-                raise PgBouncerError(
-                    f"pgbouncer not accepting connections on {self.host}:{self.port} after "
-                    f"{timeout:.1f} s\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-                )
-            time.sleep(0.02)
+    def _launch(self) -> None:
+        self._prepare_workdir()
+        self._spawn(
+            [self.binary, str(self.ini_path)],
+            output=self._stderr_path,
+            cwd=self.workdir,
+            ready=lambda proc: self._listening(),
+            timeout=self._start_timeout,
+            poll=0.02,
+        )
 
     def _listening(self) -> bool:
         """It accepts TCP connections and its log says it listens there (not some other
@@ -435,16 +323,3 @@ class PgBouncer:
     def _port_taken(self) -> bool:
         tail = self.log_tail(50)
         return "Address already in use" in tail or "bind" in tail.lower()
-
-    def _start_watchdog(self) -> None:
-        state = self._state
-        if state.watchdog is not None:
-            return
-        state.watchdog = subprocess.Popen(
-            [sys.executable, "-S", "-c", _WATCHDOG, str(self.workdir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )

@@ -24,8 +24,9 @@ import socket
 import struct
 import threading
 import time
-from types import TracebackType
 from typing import Literal
+
+from connguard.testing._process import ClosesOnExit
 
 __all__ = ["FaultProxy"]
 
@@ -90,7 +91,7 @@ class _Link:
                         sock.shutdown(socket.SHUT_RDWR)
 
 
-class FaultProxy:
+class FaultProxy(ClosesOnExit):
     """A threaded TCP proxy on ``listen_host`` (a free port) in front of a target.
 
     ``host``/``port`` are where clients connect; :attr:`connections` counts the connections
@@ -197,17 +198,6 @@ class FaultProxy:
         self._listener.close()
         self._wake_r.close()
         self._wake_w.close()
-
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- internals
 

@@ -26,13 +26,15 @@ Tests that use any of these are marked ``integration`` (``pytest -m "not integra
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from connguard.testing._process import RigProcess
 from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
 from connguard.testing.replication import StandbyServer
@@ -48,8 +50,12 @@ __all__ = [
     "pgbouncer",
     "pgbouncer_bin",
     "pgbouncer_settings",
+    "restored",
     "skip_or_fail",
+    "started",
 ]
+
+R = TypeVar("R", bound=RigProcess)
 
 RIG_FIXTURES = frozenset(
     {"pg_server", "pg", "pg_dsn", "fault_proxy", "pgbouncer", "pg_bin", "pgbouncer_bin", "pg_pair"}
@@ -69,6 +75,32 @@ def skip_or_fail(what: str, reason: object) -> NoReturn:
     if in_ci():
         pytest.fail(f"CI=true and {what} is unavailable: {reason}")
     pytest.skip(f"{what} unavailable: {reason}")
+
+
+@contextlib.contextmanager
+def started(make: Callable[[], R], what: str, hint: str = "") -> Iterator[R]:
+    """For a fixture, ``with started(...) as server``: ``make()`` a rig server — skipped (failed under ``CI=true``) when it
+    cannot be had, ``hint`` added to the reason — yield it started, clean it up after."""
+    try:
+        server = make()
+    except ServerUnavailable as exc:
+        skip_or_fail(what, f"{exc}; {hint}" if hint else exc)
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def restored(server: R, changed: Callable[[], bool], reset: Callable[[], object]) -> Iterator[R]:
+    """For a function fixture over a session server: running when the test starts; after
+    it, started again if the test left it stopped or killed, and ``reset()`` when
+    ``changed()`` says the test changed its settings."""
+    server.start()
+    yield server
+    server.start()
+    if changed():
+        reset()
 
 
 @pytest.fixture(scope="session")
@@ -93,25 +125,15 @@ def pgbouncer_bin() -> str:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL cluster for the whole test session."""
-    try:
-        server = PostgresServer()
-    except ServerUnavailable as exc:
-        skip_or_fail("the PostgreSQL test server", f"{exc}; {SYSTEM_INSTALL_HINT}")
-    try:
-        server.start()
+    with started(PostgresServer, "the PostgreSQL test server", SYSTEM_INSTALL_HINT) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def pg(pg_server: PostgresServer) -> Iterator[PostgresServer]:
     """``pg_server``, running; restarted and its configuration reset after the test."""
-    pg_server.start()
-    yield pg_server
-    pg_server.start()
-    if pg_server.config_changed:
-        pg_server.reset_config()
+    with restored(pg_server, lambda: pg_server.config_changed, pg_server.reset_config):
+        yield pg_server
 
 
 @pytest.fixture
@@ -177,24 +199,8 @@ def pg_pair() -> Iterator[tuple[PostgresServer, StandbyServer]]:
     """A fresh primary and a streaming standby of it (``pg_basebackup -R``), for failover
     tests that promote, stop or demote them; both removed after the test. Skipped (failed
     under ``CI=true``) without PostgreSQL binaries or ``pg_basebackup``."""
-    try:
-        primary = PostgresServer()
-    except ServerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
-        pytest.skip(f"PostgreSQL test server unavailable: {exc}")
-    standby: StandbyServer | None = None
-    try:
-        primary.start()
-        try:
-            standby = StandbyServer(primary)
-        except ServerUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"CI=true and a standby cannot be made: {exc}")
-            pytest.skip(f"no streaming standby: {exc}")
-        standby.start()
+    with (
+        started(PostgresServer, "the PostgreSQL test server", SYSTEM_INSTALL_HINT) as primary,
+        started(lambda: StandbyServer(primary), "a streaming standby") as standby,
+    ):
         yield primary, standby
-    finally:
-        if standby is not None:
-            standby.cleanup()
-        primary.cleanup()

