@@ -9,16 +9,26 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from connguard.pool import ConnectionPool
+from typing import Protocol
 
 logger = logging.getLogger("connguard.maintenance")
 
 
+class Maintained(Protocol):
+    """What the thread needs of a pool (it imports no pool: no import circle)."""
+
+    name: str
+    _closed: bool
+    _worker: threading.Thread | None
+    _wake: threading.Event
+
+    def _maintain(self) -> float:
+        """One round; how long to sleep before the next."""
+        ...
+
+
 class Maintenance(threading.Thread):
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: Maintained) -> None:
         super().__init__(name=f"connguard-{pool.name}", daemon=True)
         self._pool = weakref.ref(pool)
         self._wake = pool._wake

@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from _thread import get_ident
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
@@ -63,7 +63,7 @@ from connguard.errors import (
     PoolUnavailable,
     TooManyRequests,
 )
-from connguard.metrics import ZEROS
+from connguard.stats import Stats
 
 logger = logging.getLogger("connguard.pool")
 
@@ -260,8 +260,8 @@ class ConnectionPool:
         self._ceiling_until = 0.0
         self._full_logged_at = -_INF
         # statistics: checkouts are counted per entry (only its holder touches it: no lock)
-        self._retired_uses = 0
-        self._stats: Counter[str] = Counter()
+        self._stats = Stats()
+        self._counts = self._stats.counters  # (one attribute lookup less per event)
         self._fork_report: str | None = None
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -411,7 +411,7 @@ class ConnectionPool:
             # the warm-up is opening a connection right now: wait for it rather than open
             # one more (_fill hands it over, then gives the other waiters slots)
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
-            self._stats["requests_shed"] += 1
+            self._counts["requests_shed"] += 1
             raise TooManyRequests(
                 f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
                 f"(max_waiting={self.config.max_waiting}); shedding load. "
@@ -420,7 +420,7 @@ class ConnectionPool:
             )
         waiter = _Waiter()
         self._waiters.append(waiter)
-        self._stats["requests_queued"] += 1
+        self._counts["requests_queued"] += 1
         # putconn() appends to idle without the lock, then looks for waiters: look at idle
         # again after queueing, so that one of the two always sees the other (no lost wakeup).
         self._hand_over_locked()
@@ -602,7 +602,7 @@ class ConnectionPool:
             if self._closed:
                 return
             self._generation += 1
-            self._stats["invalidations"] += 1
+            self._counts["invalidations"] += 1
         logger.info(
             "pool %r: invalidated (%s); every connection is checked before it is lent again",
             self.name, _one_line(exc) if exc is not None else "invalidate() called",
@@ -663,8 +663,8 @@ class ConnectionPool:
         entry = self._make_entry(conn, now, origin)
         with self._lock:
             self._entries[entry.id] = entry
-            self._stats["connections_opened"] += 1
-            self._stats["connections_ms"] += int((now - started) * 1000)
+            self._counts["connections_opened"] += 1
+            self._counts["connections_ms"] += int((now - started) * 1000)
             down_since, self._down_since = self._down_since, None
             self._attempt_over_locked()
             self._failover_until = 0.0
@@ -725,8 +725,8 @@ class ConnectionPool:
             self._size -= 1
             self._attempt_over_locked()
             self._down_since = None
-            self._stats["connections_errors"] += 1
-            self._stats["connections_refused_full"] += 1
+            self._counts["connections_errors"] += 1
+            self._counts["connections_refused_full"] += 1
             self._last_error = message
             first = now - self._full_logged_at > 10.0  # one warning per episode, not per try
             if first:
@@ -748,7 +748,7 @@ class ConnectionPool:
         message = _one_line(exc)
         with self._lock:
             self._size -= 1
-            self._stats["connections_errors"] += 1
+            self._counts["connections_errors"] += 1
             self._last_error = message
             self._attempt_over_locked()
             self._last_attempt = now
@@ -757,7 +757,7 @@ class ConnectionPool:
             first = self._down_since is None
             if first:
                 self._down_since = now
-                self._stats["breaker_opened"] += 1
+                self._counts["breaker_opened"] += 1
                 if self._needs_primary and self.config.failover_timeout:
                     # no primary (gone, demoted, not promoted yet): callers wait for one
                     # (failover_timeout at most, within their own timeout) instead of failing
@@ -923,7 +923,7 @@ class ConnectionPool:
             # closed before its slot is freed: never max_size + 1 sockets open at once
             self._driver.close(conn)
         with self._lock:
-            self._stats[reason] += 1
+            self._counts[reason] += 1
             self._forget_locked(entry)
             self._grant_slots_locked()
             if conn is not None:
@@ -932,7 +932,7 @@ class ConnectionPool:
     def _forget_locked(self, entry: Entry) -> None:
         if self._entries.pop(entry.id, None) is not None:
             self._size -= 1
-            self._retired_uses += entry.uses
+            self._stats.retired_uses += entry.uses
         for key, e in list(self._out.items()):  # a copy: putconn() pops without the lock
             if e is entry:
                 self._out.pop(key, None)
@@ -1037,8 +1037,8 @@ class ConnectionPool:
                 self._out.pop(lease.key, None)
             del self._entries[entry.id]
             self._size -= 1
-            self._retired_uses += entry.uses
-            self._stats["leaks_reclaimed"] += 1
+            self._stats.retired_uses += entry.uses
+            self._counts["leaks_reclaimed"] += 1
             reclaimed.append((entry, lease))
         self._grant_slots_locked()
         return reclaimed
@@ -1074,7 +1074,7 @@ class ConnectionPool:
                         orphans.append((entry, lease, thread, taken_at))
                 elif threshold and not lease.reported and now - taken_at > threshold:
                     lease.reported = True
-                    self._stats["leaks_detected"] += 1
+                    self._counts["leaks_detected"] += 1
                     leaks.append((entry.describe(), now - taken_at, thread, lease.stack))
         for what, held_for, thread, stack in leaks:  # logged outside the lock
             logger.warning(
@@ -1104,7 +1104,7 @@ class ConnectionPool:
                 ):
                     continue  # collected (and reclaimed) or returned meanwhile
                 self._orphans[entry.id] = taken_at
-                self._stats["leaks_detected"] += 1
+                self._counts["leaks_detected"] += 1
                 survivors.append((entry, lease, thread, taken_at))
         for entry, lease, thread, taken_at in survivors:
             logger.warning(
@@ -1175,7 +1175,7 @@ class ConnectionPool:
         FORKED_PARENT_IDLE seconds: close the idle connections, keep min_size off until the
         next checkout."""
         with self._lock:
-            uses = self._retired_uses + sum(e.uses for e in self._entries.values())
+            uses = self._stats.checkouts(self._live_uses_locked())
             if uses != self._uses_seen[0]:
                 self._uses_seen = (uses, now)
                 return
@@ -1388,7 +1388,7 @@ class ConnectionPool:
             else:  # lent: the caller still holds it; make its socket harmless
                 self._driver.abandon_fd(entry.fd)
         self._inherited = {key: e for key, e in out.items()}
-        self._stats["connections_discarded_after_fork"] += len(entries)
+        self._counts["connections_discarded_after_fork"] += len(entries)
         if entries:
             lines = [
                 f"pool {self.name!r}: process {os.getpid()} was forked from {parent} holding "
@@ -1433,12 +1433,12 @@ class ConnectionPool:
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self._stats[name] += n
+            self._counts[name] += n
 
     def _timeout_error(self, waited: float) -> PoolTimeout:
         with self._lock:
-            self._stats["requests_errors"] += 1
-            self._stats["timeouts"] += 1
+            self._counts["requests_errors"] += 1
+            self._counts["timeouts"] += 1
         return PoolTimeout(
             f"pool {self.name!r}: no connection after {waited:.2f} s ({self._state_text()})"
             + self._last_error_text()
@@ -1448,8 +1448,8 @@ class ConnectionPool:
 
     def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
-        self._stats["requests_errors"] += 1
-        self._stats["requests_failed_fast"] += 1
+        self._counts["requests_errors"] += 1
+        self._counts["requests_failed_fast"] += 1
         down = monotonic() - self._down_since if self._down_since is not None else 0.0
         error = _one_line(exc) if exc is not None else self._last_error
         if self._denied is not None and self._down_since is not None:
@@ -1503,12 +1503,11 @@ class ConnectionPool:
         """Like get_stats(), and reset the counters."""
         with self._lock:
             stats = self._stats_locked()
-            self._stats.clear()
-            self._retired_uses = -sum(e.uses for e in self._entries.values())
+            self._stats.reset(self._live_uses_locked())
         return stats
 
     def _stats_locked(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {
+        gauges = {
             "pool_min": self._min_size,
             "pool_max": self._max_size,
             "pool_size": self._size,
@@ -1516,10 +1515,11 @@ class ConnectionPool:
             "pool_in_use": len(self._out),
             "requests_waiting": len(self._waiters),
             "breaker_open": int(self._down_since is not None),
-            "checkouts": self._retired_uses + sum(e.uses for e in self._entries.values()),
         }
-        stats.update(self._stats)
-        return {**ZEROS, **stats}  # every canonical name, 0 until its event happens
+        return self._stats.report(gauges, self._live_uses_locked())
+
+    def _live_uses_locked(self) -> int:
+        return sum(e.uses for e in self._entries.values())
 
     def leases(self) -> Iterator[tuple[Entry, Lease]]:
         """The connections lent right now, with who holds them (for diagnostics)."""
