@@ -54,7 +54,7 @@ def stats_by_name(pools: list[ConnectionPool]) -> dict[str, dict[str, int]]:
 def pool_status(pool: ConnectionPool) -> dict[str, Any]:
     """One pool's name, breaker state, last connect error and every stat."""
     stats = pool.get_stats()
-    last_error = getattr(pool, "_last_error", None)
+    last_error = pool._breaker.last_error
     return {
         "name": pool.name,
         "breaker": "open" if stats.get("breaker_open") else "closed",

@@ -41,8 +41,9 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking
+from connguard import forking, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
+from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
@@ -64,16 +65,12 @@ from connguard.errors import (
     TooManyRequests,
 )
 from connguard.stats import Stats
+from connguard.waiters import RETRY, Next, Verdict, Waiter
 
 logger = logging.getLogger("connguard.pool")
 
 _pool_numbers = itertools.count(1)
-_CONNECT = object()  # _reserve() verdict: the caller holds a slot and must open a connection
 _INF = math.inf
-# While the server is absent (its connects are refused at once), a caller may probe it this
-# often, off the backoff schedule; a probe whose failure took longer turns this off.
-_ABSENT_PROBE_GAP = 0.005
-_ABSENT_PROBE_COST = 0.1
 #: A process that has forked children (a pre-fork server's master: gunicorn --preload, uWSGI,
 #: Celery prefork) and has made no checkout from a pool for this many seconds closes that
 #: pool's idle connections, min_size included, and stops refilling it until its next
@@ -81,54 +78,8 @@ _ABSENT_PROBE_COST = 0.1
 #: stay open for ever beside the workers' own. A process that never forks is not affected;
 #: one that forks and keeps using its pool keeps its connections.
 FORKED_PARENT_IDLE = 10.0
-# While the server refuses this client (authentication, unknown role or database), connect
-# attempts back off up to this many seconds (or backoff_max, if longer): a wrong password is
-# not hammered, and a corrected one is picked up within this bound.
-_DENIED_BACKOFF = 5.0
 # connection parameter (as Driver.access_denied names it) -> the Django setting holding it
 _DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
-# While a pool that requires a primary waits for one after a failover: the least time
-# between two connect attempts (one at a time), so that waiting callers do not hammer.
-_FAILOVER_GAP = 0.05
-
-
-class _ProbeWait:
-    """_reserve() verdict: wait for the probe under way, then try again."""
-
-    __slots__ = ("done",)
-
-    def __init__(self, done: threading.Event) -> None:
-        self.done = done
-
-
-class _Waiter:
-    """A queued getconn(): granted either a connection entry or a slot to connect with, or
-    told that the breaker is open (``down``: fail fast rather than connect)."""
-
-    __slots__ = ("closed", "down", "entry", "lock", "slot")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.entry: Entry | None = None
-        self.slot = False
-        self.closed = False
-        self.down = False
-
-    def wake_closed(self) -> None:
-        self.closed = True
-        self.lock.release()
-
-    def wake_down(self) -> None:
-        self.down = True
-        self.lock.release()
-
-    def grant(self, entry: Entry | None) -> None:
-        if entry is None:
-            self.slot = True
-        else:
-            self.entry = entry
-        self.lock.release()
 
 
 class ConnectionPool:
@@ -223,7 +174,7 @@ class ConnectionPool:
         self._out: dict[int, Entry] = {}
         self._entries: dict[int, Entry] = {}
         self._size = 0  # entries + slots reserved by connects under way
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._reclaim: deque[Entry] = deque()
         self._inherited: dict[int, Entry] = {}
         # entry id -> taken_at of leases whose owner thread exited while something else still
@@ -238,24 +189,11 @@ class ConnectionPool:
         self._pid = os.getpid()
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
-        # circuit breaker
-        self._down_since: float | None = None
-        self._last_error: str | None = None
-        self._next_attempt = 0.0
-        self._attempt_in_flight = False
+        self._breaker = Breaker(self.config, self._needs_primary)
         self._filling = 0  # connects the background task has under way
-        self._last_attempt = 0.0
-        self._probe_done: threading.Event | None = None  # set when that attempt ends
-        self._absent = False  # the last connect failure said nobody listens, and failed fast
-        self._denied: str | None = None  # ... or the parameter to fix, when the server refused us
         # a forked parent's idle pool (see FORKED_PARENT_IDLE): checkouts counted when last seen
         self._parked = False
         self._uses_seen = (-1, 0.0)
-        self._backoff = 0.0
-        self._reconnect_failed_called = False
-        # failover: until then, a pool that requires a primary waits for one (see _reserve)
-        self._failover_until = 0.0
-        self._failover_wait = threading.Event()  # never set: a bounded sleep between turns
         self._ceiling = 0  # while _ceiling_until is in the future: the server is full
         self._ceiling_until = 0.0
         self._full_logged_at = -_INF
@@ -296,57 +234,68 @@ class ConnectionPool:
                 entry = None
             if entry is not None:
                 conn = entry.conn
-                key = id(conn)
-                self._out[key] = entry
+                self._out[id(conn)] = entry
                 # young, used moments ago, and nothing arrived on the socket: lend it
-                if (
+                lend = (
                     now < entry.expires
                     and entry.generation == self._generation
                     and now - entry.last_used < self._fresh_for
                     and not entry.poller.poll(0)
-                ) or self._revalidate(entry, now):
-                    entry.conn = None  # held weakly while lent: a dropped one is reclaimed
-                    entry.uses += 1
-                    # Fill the lease, then publish it: the reaper reads entry.lease without
-                    # our help, and must never see the owner of a previous checkout (or none).
-                    lease = entry.spare_lease
-                    lease.key = key
-                    lease.taken_at = now
-                    lease.thread = get_ident()
-                    if self._leak_threshold:
-                        lease.stack = short_stack()
-                        lease.reported = False
-                    entry.lease = lease
-                    return conn
+                ) or self._revalidate(entry, now)
             else:
+                # Slow path: reserve a slot under the lock, then wait or connect outside it.
                 if self._fork_report is not None:
                     self._log_fork_report()
                 if self._reclaim:  # connections garbage-collected while lent: free their slots
                     self._drain_reclaim()
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
-                    if verdict is None:
-                        idle = self._idle  # changed by a fork; or an entry is back: retry
-                if verdict is _CONNECT:
-                    entry = self._open_connection(deadline)
-                    if entry is not None:
-                        return self._lend(entry, now)
-                elif verdict.__class__ is _ProbeWait:
+                next_ = verdict.next
+                if next_ is Next.RETRY:
+                    idle = self._idle  # changed by a fork; or an entry is back: retry
+                elif next_ is Next.AWAIT_PROBE:
                     wait_probe = False
-                    verdict.done.wait(max(0.0, min(deadline - now, _ABSENT_PROBE_COST)))
-                elif verdict is not None:
-                    granted = self._wait(verdict, deadline, timeout)
-                    if granted is None:  # granted a slot: connect with it
-                        granted = self._open_connection(deadline)
-                        if granted is not None:
-                            return self._lend(granted, now)
+                    assert verdict.event is not None
+                    verdict.event.wait(max(0.0, min(deadline - now, ABSENT_PROBE_COST)))
+                else:
+                    if next_ is Next.CONNECT:
+                        entry = self._open_connection(deadline)
                     else:
-                        self._out[id(granted.conn)] = granted
-                        if self._revalidate(granted, monotonic()):
-                            return self._lend(granted, now)
+                        assert verdict.waiter is not None
+                        entry = self._wait(verdict.waiter, deadline, timeout)
+                        if entry is None:  # granted a slot: connect with it
+                            entry = self._open_connection(deadline)
+                        elif not self._revalidate_granted(entry):
+                            entry = None
+                    if entry is not None:
+                        conn = entry.conn
+                        self._out[id(conn)] = entry
+                        # now, not the caller's start: the wait or connect is not holding time
+                        now = monotonic()
+                lend = entry is not None
+            if lend:
+                assert entry is not None
+                entry.conn = None  # held weakly while lent: a dropped one is reclaimed
+                entry.uses += 1
+                # Fill the lease, then publish it: the reaper reads entry.lease without our
+                # help, and must never see the owner of a previous checkout (or none).
+                lease = entry.spare_lease
+                lease.key = id(conn)
+                lease.taken_at = now
+                lease.thread = get_ident()
+                if self._leak_threshold:
+                    lease.stack = short_stack()
+                    lease.reported = False
+                entry.lease = lease
+                return conn
             now = monotonic()
             if now >= deadline:
                 raise self._timeout_error(timeout)
+
+    def _revalidate_granted(self, entry: Entry) -> bool:
+        """An entry a returning caller handed over while we queued: check it like an idle one."""
+        self._out[id(entry.conn)] = entry
+        return self._revalidate(entry, monotonic())
 
     def _log_fork_report(self) -> None:
         """Once per process after a fork: which inherited connections were abandoned."""
@@ -355,28 +304,12 @@ class ConnectionPool:
         if report is not None:
             logger.warning(report)
 
-    def _lend(self, entry: Entry, now: float) -> Any:
-        """Lend an entry that did not come through the fast path."""
-        conn = entry.conn
-        key = id(conn)
-        self._out[key] = entry
-        entry.conn = None
-        entry.uses += 1
-        lease = entry.spare_lease  # filled, then published (see getconn)
-        lease.key = key
-        # now, not the caller's start: the wait or connect before it is not holding time
-        lease.taken_at = monotonic()
-        lease.thread = get_ident()
-        lease.stack = short_stack() if self._leak_threshold else None
-        lease.reported = False
-        entry.lease = lease
-        return conn
+    def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Verdict:
+        """Locked step when no idle connection is at hand: what the caller does next.
 
-    def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Any:
-        """Locked step when no idle connection is at hand: connect, queue, or refuse.
-
+        Connect (a slot is reserved), look at the idle list again, queue, or refuse (raises).
         While the breaker is open and a cheap probe of an absent server is under way, the
-        verdict is a :class:`_ProbeWait` (once per getconn, *wait_probe*): its outcome takes
+        caller is told to await it (once per getconn, *wait_probe*): its outcome takes
         milliseconds and, when the server is back, spares the caller a needless failure."""
         if self._closed:
             raise PoolClosed(self._closed_message())
@@ -384,30 +317,19 @@ class ConnectionPool:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
         if self._idle:
-            return None  # one came back meanwhile: take it
+            return RETRY  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
-            if self._down_since is not None and now < self._failover_until:
-                # a failover is under way: wait for a primary, one connect at a time
-                if self._attempt_in_flight or now - self._last_attempt < _FAILOVER_GAP:
-                    return _ProbeWait(self._probe_done or self._failover_wait)
-                self._attempt_begin_locked()
-                self._size += 1
-                return _CONNECT
-            if self._down_since is not None:
-                if self._attempt_in_flight:
-                    if self._probe_done is not None and wait_probe:
-                        return _ProbeWait(self._probe_done)
+            breaker = self._breaker
+            if breaker.down_since is not None:
+                admitted = breaker.admit(now, wait_probe)
+                if admitted is REFUSE:
                     raise self._unavailable_error()
-                if now < self._next_attempt and not (
-                    self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP
-                ):
-                    raise self._unavailable_error()
-                self._attempt_begin_locked()
-                self._size += 1
-                return _CONNECT
+                if admitted is not CONNECT:
+                    assert isinstance(admitted, threading.Event)
+                    return Verdict.await_probe(admitted)
+                return self._take_slot_locked()
             if not self._filling:
-                self._size += 1
-                return _CONNECT
+                return self._take_slot_locked()
             # the warm-up is opening a connection right now: wait for it rather than open
             # one more (_fill hands it over, then gives the other waiters slots)
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
@@ -418,15 +340,19 @@ class ConnectionPool:
                 f"State: {self._state_text()}",
                 snapshot=self._snapshot(),
             )
-        waiter = _Waiter()
+        waiter = waiters.Waiter()
         self._waiters.append(waiter)
         self._counts["requests_queued"] += 1
         # putconn() appends to idle without the lock, then looks for waiters: look at idle
         # again after queueing, so that one of the two always sees the other (no lost wakeup).
-        self._hand_over_locked()
-        return waiter
+        waiters.hand_over(self._waiters, self._idle)
+        return Verdict.queued(waiter)
 
-    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
+    def _take_slot_locked(self) -> Verdict:
+        self._size += 1
+        return waiters.CONNECT
+
+    def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
         try:
             wait_for = min(max(0.0, deadline - started), threading.TIMEOUT_MAX)
@@ -449,42 +375,28 @@ class ConnectionPool:
             return None
         return waiter.entry
 
-    def _leave_queue(self, waiter: _Waiter) -> bool:
+    def _leave_queue(self, waiter: Waiter) -> bool:
         """Take a waiter out of the queue; False when it was granted or woken meanwhile."""
         with self._lock:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                return False
-            return True
+            return waiters.leave(self._waiters, waiter)
 
-    def _give_back(self, waiter: _Waiter) -> None:
+    def _give_back(self, waiter: Waiter) -> None:
         """Return what was granted to a waiter that left without taking it."""
         if waiter.entry is not None:
             self._return(waiter.entry)
         elif waiter.slot:
             self._release_slot()
 
-    def _attempt_begin_locked(self) -> None:
-        """Start the one connect attempt allowed while the breaker is open."""
-        self._attempt_in_flight = True
-        if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
-            self._probe_done = threading.Event()
-
-    def _attempt_over_locked(self) -> None:
-        """The one connect attempt allowed while the breaker is open has ended."""
-        self._attempt_in_flight = False
-        done = self._probe_done
-        if done is not None:
-            self._probe_done = None
-            done.set()
-
     def _release_slot(self) -> None:
         """Free a reserved slot whose connect never happened or was interrupted."""
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            self._grant_slots_locked()
+            self._slot_freed_locked()
+
+    def _slot_freed_locked(self) -> None:
+        """A reserved slot holds no connection after all: the one place that frees it."""
+        self._size -= 1
+        self._breaker.attempt_over()
+        self._grant_slots_locked()
 
     def _revalidate(self, entry: Entry, now: float) -> bool:
         """Slow liveness check of an entry just taken out of the pool; retire it if stale.
@@ -639,7 +551,7 @@ class ConnectionPool:
             if deadline is None:
                 return None
             now = monotonic()
-            if now < self._failover_until and now < deadline:
+            if self._breaker.failing_over(now) and now < deadline:
                 return None  # waiting for a primary: the caller's next turn tries again
             with self._lock:  # it counts and snapshots the state
                 error = self._unavailable_error(exc)
@@ -665,11 +577,7 @@ class ConnectionPool:
             self._entries[entry.id] = entry
             self._counts["connections_opened"] += 1
             self._counts["connections_ms"] += int((now - started) * 1000)
-            down_since, self._down_since = self._down_since, None
-            self._attempt_over_locked()
-            self._failover_until = 0.0
-            self._backoff = 0.0
-            self._reconnect_failed_called = False
+            down_since = self._breaker.succeeded()
         if down_since is not None:
             logger.warning(
                 "pool %r: database reachable again after %.2f s; circuit breaker closed",
@@ -709,12 +617,8 @@ class ConnectionPool:
         """configure() raised on a new connection (closed by now): free its slot. The server
         answered, so a breaker this attempt was probing for closes."""
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            if self._down_since is not None:
-                self._down_since = None
-                self._backoff = 0.0
-            self._grant_slots_locked()
+            self._breaker.answered()
+            self._slot_freed_locked()
 
     def _server_full(self, exc: BaseException) -> None:
         """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
@@ -722,12 +626,10 @@ class ConnectionPool:
         now = monotonic()
         message = _one_line(exc)
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            self._down_since = None
+            self._size -= 1  # (no slot granted: the ceiling below holds callers back)
+            self._breaker.server_full(message)
             self._counts["connections_errors"] += 1
             self._counts["connections_refused_full"] += 1
-            self._last_error = message
             first = now - self._full_logged_at > 10.0  # one warning per episode, not per try
             if first:
                 self._full_logged_at = now
@@ -746,37 +648,19 @@ class ConnectionPool:
     def _connect_failed(self, exc: BaseException, started: float) -> None:
         now = monotonic()
         message = _one_line(exc)
+        absent = self._driver.is_server_absent(exc)
+        denied = self._driver.access_denied(exc)
         with self._lock:
-            self._size -= 1
             self._counts["connections_errors"] += 1
-            self._last_error = message
-            self._attempt_over_locked()
-            self._last_attempt = now
-            self._absent = now - started < _ABSENT_PROBE_COST and self._driver.is_server_absent(exc)
-            self._denied = self._driver.access_denied(exc)
-            first = self._down_since is None
-            if first:
-                self._down_since = now
+            breaker = self._breaker
+            failure = breaker.failed(now, now - started, message, absent, denied)
+            if failure.opened:
                 self._counts["breaker_opened"] += 1
-                if self._needs_primary and self.config.failover_timeout:
-                    # no primary (gone, demoted, not promoted yet): callers wait for one
-                    # (failover_timeout at most, within their own timeout) instead of failing
-                    # fast; also a process that never had a connection (a worker started
-                    # during the failover, one that had served no request yet)
-                    self._failover_until = now + self.config.failover_timeout
-            initial, cap = self.config.backoff_initial, self._backoff_cap()
-            self._backoff = min(cap, max(initial, self._backoff * 2))
-            self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
-            down_for = now - self._down_since if self._down_since is not None else 0.0
-            call_failed = (
-                down_for >= self.config.reconnect_timeout and not self._reconnect_failed_called
-            )
-            if call_failed:
-                self._reconnect_failed_called = True
-            self._grant_slots_locked()
-        if first and self._denied is not None:
+            self._slot_freed_locked()
+        first, down_for, call_failed = failure
+        if first and breaker.denied is not None:
             logger.error("%s", self._denied_text(message, down_for))
-        elif first and self._failover_until > now:
+        elif first and breaker.failing_over(now):
             logger.warning(
                 "pool %r: no primary (%s); checkouts wait up to %g s for one (failover_timeout)",
                 self.name, message, self.config.failover_timeout,
@@ -790,7 +674,7 @@ class ConnectionPool:
             logger.error(
                 "pool %r: %s for %.1f s (reconnect_timeout=%g s): %s",
                 self.name,
-                "database unreachable" if self._denied is None else "connections refused",
+                "database unreachable" if breaker.denied is None else "connections refused",
                 down_for, self.config.reconnect_timeout, message,
             )  # fmt: skip
             if self.config.reconnect_failed is not None:
@@ -840,7 +724,7 @@ class ConnectionPool:
                         stranded = [entry]
                     else:
                         stranded = []
-                    self._hand_over_locked()
+                    waiters.hand_over(self._waiters, self._idle)
                 for idle_entry in stranded:
                     self._retire(idle_entry, "connections_discarded")
             return
@@ -883,7 +767,7 @@ class ConnectionPool:
             else:
                 retire = False
                 self._idle.append(entry)
-                self._hand_over_locked()
+                waiters.hand_over(self._waiters, self._idle)
         if retire:
             self._retire(entry, "connections_discarded")
 
@@ -938,15 +822,6 @@ class ConnectionPool:
                 self._out.pop(key, None)
                 break
 
-    def _hand_over_locked(self) -> None:
-        """Give idle connections to queued callers, oldest caller first."""
-        while self._waiters:
-            try:
-                entry = self._idle.pop()
-            except IndexError:
-                return
-            self._waiters.popleft().grant(entry)
-
     def _take_all_idle_locked(self) -> list[Entry]:
         """Empty the idle list one atomic pop at a time (getconn() pops without the lock)."""
         taken = []
@@ -965,12 +840,8 @@ class ConnectionPool:
         connection or a background connect may still serve keep waiting, oldest first."""
         now = monotonic()
         limit = self._limit_locked(now)
-        if self._down_since is not None and self._waiters and self._size < limit:
-            if not self._attempt_in_flight and (
-                now >= self._next_attempt
-                or (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
-            ):
-                self._attempt_begin_locked()
+        if self._breaker.down_since is not None and self._waiters and self._size < limit:
+            if self._breaker.grant_probe(now):
                 self._size += 1
                 self._waiters.popleft().grant(None)
             servable = len(self._out) + self._filling
@@ -1146,8 +1017,7 @@ class ConnectionPool:
         tick = 0.5
         if self.config.leak_threshold:
             tick = min(tick, self.config.leak_threshold / 4)
-        if self._down_since is not None:
-            tick = min(tick, max(0.01, self._next_attempt - monotonic()))
+        tick = self._breaker.tick(monotonic(), tick)
         if self._ceiling_until:
             tick = min(tick, max(0.01, self._ceiling_until - monotonic()))
         return tick
@@ -1226,14 +1096,14 @@ class ConnectionPool:
                 if self._closed:
                     return
                 want = (self._size < self._min_size and not self._parked) or (
-                    self._down_since is not None and self._size < self._max_size
+                    self._breaker.down_since is not None and self._size < self._max_size
                 )
                 if not want:
                     return
-                if self._down_since is not None:
-                    if self._attempt_in_flight or monotonic() < self._next_attempt:
-                        return
-                    self._attempt_begin_locked()
+                if self._breaker.down_since is not None and not self._breaker.background_probe(
+                    monotonic()
+                ):
+                    return
                 self._size += 1
                 self._filling += 1
             try:
@@ -1413,8 +1283,8 @@ class ConnectionPool:
             "in_use": in_use,
             "idle": len(self._idle),
             "waiting": len(self._waiters),
-            "breaker": "open" if self._down_since is not None else "closed",
-            "last_error": self._last_error,
+            "breaker": "open" if self._breaker.down_since is not None else "closed",
+            "last_error": self._breaker.last_error,
         }
 
     def _state_text(self) -> str:
@@ -1426,8 +1296,8 @@ class ConnectionPool:
     def _last_error_text(self) -> str:
         # only while the breaker is open: once a connect succeeded, the old error is history
         return (
-            f"; the last connect attempt failed with: {self._last_error}"
-            if self._last_error and self._down_since is not None
+            f"; the last connect attempt failed with: {self._breaker.last_error}"
+            if self._breaker.last_error and self._breaker.down_since is not None
             else ""
         )
 
@@ -1450,9 +1320,10 @@ class ConnectionPool:
         """Build the fail-fast error; call with the lock held."""
         self._counts["requests_errors"] += 1
         self._counts["requests_failed_fast"] += 1
-        down = monotonic() - self._down_since if self._down_since is not None else 0.0
-        error = _one_line(exc) if exc is not None else self._last_error
-        if self._denied is not None and self._down_since is not None:
+        breaker = self._breaker
+        down = breaker.down_for(monotonic())
+        error = _one_line(exc) if exc is not None else breaker.last_error
+        if breaker.denied is not None and breaker.down_since is not None:
             return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
         return PoolUnavailable(
             f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
@@ -1460,19 +1331,14 @@ class ConnectionPool:
             snapshot=self._snapshot(),
         )
 
-    def _backoff_cap(self) -> float:
-        """backoff_max; or, while the server refuses this client (a configuration error that
-        no retry fixes until someone changes a setting), at least _DENIED_BACKOFF."""
-        cap = self.config.backoff_max
-        return cap if self._denied is None else max(cap, _DENIED_BACKOFF)
-
     def _denied_text(self, error: str | None, down: float) -> str:
         """The server answered and refused this client: say so, and what to fix."""
         return (
             f"pool {self.name!r}: the database server is reachable but refused the connection "
             f"({error}). This is a configuration error, not an outage: check "
-            f"{self._connect_setting(self._denied or '')}. Refused for {down:.2f} s; retried "
-            f"with backoff up to {self._backoff_cap():g} s, checkouts fail at once meanwhile"
+            f"{self._connect_setting(self._breaker.denied or '')}. Refused for {down:.2f} s; "
+            f"retried with backoff up to {self._breaker.backoff_cap():g} s, checkouts fail at "
+            "once meanwhile"
         )
 
     def _connect_setting(self, key: str) -> str:
@@ -1514,7 +1380,7 @@ class ConnectionPool:
             "pool_available": len(self._idle),
             "pool_in_use": len(self._out),
             "requests_waiting": len(self._waiters),
-            "breaker_open": int(self._down_since is not None),
+            "breaker_open": int(self._breaker.down_since is not None),
         }
         return self._stats.report(gauges, self._live_uses_locked())
 
@@ -1528,7 +1394,7 @@ class ConnectionPool:
         yield from items
 
     def __repr__(self) -> str:
-        breaker = "open" if self._down_since is not None else "closed"
+        breaker = "open" if self._breaker.down_since is not None else "closed"
         state = "closed" if self._closed else "open"
         return (
             f"<ConnectionPool {self.name!r} {state} {self._state_text()} breaker={breaker} "
