@@ -26,7 +26,6 @@ Design, in the order a reader needs it:
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import math
@@ -41,7 +40,7 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking, waiters
+from connguard import forking, leaks, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
 from connguard.config import PoolConfig, build_config, mask_conninfo
@@ -51,7 +50,6 @@ from connguard.entry import (
     Entry,
     Lease,
     format_stack,
-    live_thread_idents,
     short_stack,
     thread_name,
 )
@@ -247,7 +245,7 @@ class ConnectionPool:
                 if self._fork_report is not None:
                     self._log_fork_report()
                 if self._reclaim:  # connections garbage-collected while lent: free their slots
-                    self._drain_reclaim()
+                    leaks.drain_reclaim(self)
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
                 next_ = verdict.next
@@ -610,7 +608,7 @@ class ConnectionPool:
         entry = Entry(
             conn, fd, self._driver.make_poller(fd), now, expires, self._generation, origin
         )
-        entry.ref = weakref.ref(conn, _collected_callback(self, entry))
+        entry.ref = weakref.ref(conn, leaks.on_collected(self, entry))
         return entry
 
     def _configure_failed(self) -> None:
@@ -814,13 +812,19 @@ class ConnectionPool:
                 self._done[id(conn)] = conn
 
     def _forget_locked(self, entry: Entry) -> None:
-        if self._entries.pop(entry.id, None) is not None:
-            self._size -= 1
-            self._stats.retired_uses += entry.uses
+        self._drop_entry_locked(entry)
         for key, e in list(self._out.items()):  # a copy: putconn() pops without the lock
             if e is entry:
                 self._out.pop(key, None)
                 break
+
+    def _drop_entry_locked(self, entry: Entry) -> bool:
+        """Forget an entry and free its slot (the one place that does); False if gone."""
+        if self._entries.pop(entry.id, None) is None:
+            return False
+        self._size -= 1
+        self._stats.retired_uses += entry.uses
+        return True
 
     def _take_all_idle_locked(self) -> list[Entry]:
         """Empty the idle list one atomic pop at a time (getconn() pops without the lock)."""
@@ -884,108 +888,6 @@ class ConnectionPool:
 
     # -- garbage-collected and leaked connections --------------------------------------
 
-    def _drain_reclaim(self) -> None:
-        """Free the slots of connections garbage-collected while lent; log each, unlocked."""
-        with self._lock:
-            reclaimed = self._drain_reclaim_locked()
-        for entry, lease in reclaimed:
-            logger.warning(
-                "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
-                "Taken by thread %r at:\n%s",
-                self.name, entry.describe(), thread_name(lease.thread), format_stack(lease.stack),
-            )  # fmt: skip
-
-    def _drain_reclaim_locked(self) -> list[tuple[Entry, Lease]]:
-        reclaimed: list[tuple[Entry, Lease]] = []
-        while self._reclaim:
-            entry = self._reclaim.popleft()
-            lease = entry.lease
-            if lease is None or self._entries.get(entry.id) is not entry:
-                continue  # returned or retired meanwhile
-            # its key in _out may already belong to a new connection at the same address
-            # (CPython reuses a collected object's memory at once): remove only this entry
-            if self._out.get(lease.key) is entry:
-                self._out.pop(lease.key, None)
-            del self._entries[entry.id]
-            self._size -= 1
-            self._stats.retired_uses += entry.uses
-            self._counts["leaks_reclaimed"] += 1
-            reclaimed.append((entry, lease))
-        self._grant_slots_locked()
-        return reclaimed
-
-    def _reap(self, now: float) -> None:
-        """Judge leases whose owner thread died (reclaimed when garbage, reported when still
-        held); report those held past leak_threshold."""
-        if not self._out:
-            return
-        threshold = self.config.leak_threshold
-        # The leases first, then which threads are alive: a lease taken after this read is
-        # not judged now, and the thread of one taken before it existed when we look.
-        with self._lock:
-            held = [
-                (entry, lease, lease.thread, lease.taken_at)
-                for entry in list(self._out.values())
-                if (lease := entry.lease) is not None
-            ]
-        # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
-        # and the garbage collector's callback reclaims the slot instead
-        alive = live_thread_idents()
-        orphans: list[tuple[Entry, Lease, int, float]] = []
-        leaks: list[tuple[str, float, int, Any]] = []
-        with self._lock:
-            judged, self._orphans = self._orphans, {}
-            for entry, lease, thread, taken_at in held:
-                if entry.lease is not lease or lease.thread != thread or lease.taken_at != taken_at:
-                    continue  # returned (and perhaps lent again) meanwhile
-                if alive is not None and thread not in alive:
-                    if judged.get(entry.id) == taken_at:
-                        self._orphans[entry.id] = taken_at  # reported already: still held
-                    elif self._entries.get(entry.id) is entry:
-                        orphans.append((entry, lease, thread, taken_at))
-                elif threshold and not lease.reported and now - taken_at > threshold:
-                    lease.reported = True
-                    self._counts["leaks_detected"] += 1
-                    leaks.append((entry.describe(), now - taken_at, thread, lease.stack))
-        for what, held_for, thread, stack in leaks:  # logged outside the lock
-            logger.warning(
-                "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
-                "by thread %r; taken at:\n%s",
-                self.name, what, held_for, threshold, thread_name(thread), format_stack(stack),
-            )  # fmt: skip
-        if orphans:
-            self._judge_orphans(orphans)
-
-    def _judge_orphans(self, orphans: list[tuple[Entry, Lease, int, float]]) -> None:
-        """Leases whose owner thread has exited. The connection is either garbage (in a
-        reference cycle, say) or still held: handed to another thread (an executor's result,
-        a queue) or kept somewhere. The garbage collector decides, once: what it frees comes
-        back through the weak reference's callback and its slot is reclaimed; what survives
-        is still referenced, so it is reported as a leak and never closed under its holder."""
-        if any(_referenced(entry) for entry, *_ in orphans):
-            gc.collect()
-        self._drain_reclaim()
-        survivors: list[tuple[Entry, Lease, int, float]] = []
-        with self._lock:
-            for entry, lease, thread, taken_at in orphans:
-                if (
-                    entry.lease is not lease
-                    or lease.taken_at != taken_at
-                    or self._entries.get(entry.id) is not entry
-                ):
-                    continue  # collected (and reclaimed) or returned meanwhile
-                self._orphans[entry.id] = taken_at
-                self._counts["leaks_detected"] += 1
-                survivors.append((entry, lease, thread, taken_at))
-        for entry, lease, thread, taken_at in survivors:
-            logger.warning(
-                "pool %r: thread %r exited without returning %s, held for %.1f s; it is still "
-                "referenced (handed to another thread, or leaked), so it stays lent and is not "
-                "closed: return it with putconn() when done. Taken at:\n%s",
-                self.name, thread_name(thread), entry.describe(), monotonic() - taken_at,
-                format_stack(lease.stack),
-            )  # fmt: skip
-
     # -- background maintenance ----------------------------------------------------------
 
     def _ensure_worker(self) -> None:
@@ -1003,11 +905,11 @@ class ConnectionPool:
         """One round of background work; returns how long to sleep before the next."""
         now = monotonic()
         if self._reclaim:
-            self._drain_reclaim()
+            leaks.drain_reclaim(self)
         with self._lock:
             if self._waiters:
                 self._grant_slots_locked()  # e.g. the server-full cap just expired
-        self._reap(now)
+        leaks.reap(self, now)
         self._expire_idle(now)
         if forking.children_forked:
             self._park_forked_parent(now)
@@ -1429,24 +1331,6 @@ class _Borrowed:
         finally:
             pool.putconn(conn)
 
-
-def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], None]:
-    pool_ref = weakref.ref(pool)
-    entry_ref = weakref.ref(entry)
-
-    def collected(_: Any) -> None:
-        # Runs inside the garbage collector, perhaps while this very thread holds the pool
-        # lock: only queue the entry; the next locked step frees the slot.
-        p, e = pool_ref(), entry_ref()
-        if p is not None and e is not None and e.lease is not None:
-            p._reclaim.append(e)
-
-    return collected
-
-
-def _referenced(entry: Entry) -> bool:
-    """The lent connection of *entry* still exists (without keeping a reference to it)."""
-    return entry.ref is not None and entry.ref() is not None
 
 class WrongRole(Exception):
     """A new connection reached a server of the wrong role (a connect failure)."""
