@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking, leaks, waiters
+from connguard import forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
 from connguard.config import PoolConfig, build_config, mask_conninfo
@@ -51,6 +51,7 @@ from connguard.entry import (
     Lease,
     format_stack,
     short_stack,
+    take,
     thread_name,
 )
 from connguard.errors import (
@@ -69,13 +70,6 @@ logger = logging.getLogger("connguard.pool")
 
 _pool_numbers = itertools.count(1)
 _INF = math.inf
-#: A process that has forked children (a pre-fork server's master: gunicorn --preload, uWSGI,
-#: Celery prefork) and has made no checkout from a pool for this many seconds closes that
-#: pool's idle connections, min_size included, and stops refilling it until its next
-#: checkout: the master serves no requests, so what it opened before forking would otherwise
-#: stay open for ever beside the workers' own. A process that never forks is not affected;
-#: one that forks and keeps using its pool keeps its connections.
-FORKED_PARENT_IDLE = 10.0
 # connection parameter (as Driver.access_denied names it) -> the Django setting holding it
 _DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
 
@@ -451,7 +445,7 @@ class ConnectionPool:
         caller wait ``ping_timeout`` for each of them in turn (docs/network.md)."""
         with self._lock:
             suspects = [
-                e for e in list(self._idle) if e.last_used <= since and _take(self._idle, e)
+                e for e in list(self._idle) if e.last_used <= since and take(self._idle, e)
             ]
         if not suspects:
             return
@@ -718,7 +712,7 @@ class ConnectionPool:
                 with self._lock:
                     if self._closed:
                         stranded: list[Entry] = self._take_all_idle_locked()
-                    elif entry.generation < self._floor and _take(self._idle, entry):
+                    elif entry.generation < self._floor and take(self._idle, entry):
                         stranded = [entry]
                     else:
                         stranded = []
@@ -896,83 +890,13 @@ class ConnectionPool:
                 self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
-        from connguard.maintenance import Maintenance
-
-        self._worker = Maintenance(self)
+        self._worker = maintenance.Maintenance(self)
         self._worker.start()
 
     def _maintain(self) -> float:
-        """One round of background work; returns how long to sleep before the next."""
-        now = monotonic()
-        if self._reclaim:
-            leaks.drain_reclaim(self)
-        with self._lock:
-            if self._waiters:
-                self._grant_slots_locked()  # e.g. the server-full cap just expired
-        leaks.reap(self, now)
-        self._expire_idle(now)
-        if forking.children_forked:
-            self._park_forked_parent(now)
-        if self.config.keepalive_interval:
-            self._keepalive(now)
-        self._fill(now)
-        tick = 0.5
-        if self.config.leak_threshold:
-            tick = min(tick, self.config.leak_threshold / 4)
-        tick = self._breaker.tick(monotonic(), tick)
-        if self._ceiling_until:
-            tick = min(tick, max(0.01, self._ceiling_until - monotonic()))
-        return tick
-
-    def _expire_idle(self, now: float) -> None:
-        max_idle = self.config.max_idle
-        retire: list[Entry] = []
-        with self._lock:
-            spare = len(self._entries) - self._min_size
-            for entry in list(self._idle):  # oldest first: LIFO puts the coldest at the bottom
-                if now >= entry.expires or entry.generation < self._floor:
-                    pass
-                elif max_idle and spare > 0 and now - entry.last_used > max_idle:
-                    spare -= 1
-                else:
-                    continue
-                if _take(self._idle, entry):
-                    retire.append(entry)
-        for entry in retire:
-            reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
-            self._retire(entry, reason)
-
-    def _park_forked_parent(self, now: float) -> None:
-        """This process forked children and has not checked out of this pool for
-        FORKED_PARENT_IDLE seconds: close the idle connections, keep min_size off until the
-        next checkout."""
-        with self._lock:
-            uses = self._stats.checkouts(self._live_uses_locked())
-            if uses != self._uses_seen[0]:
-                self._uses_seen = (uses, now)
-                return
-            if self._parked or self._out or now - self._uses_seen[1] < FORKED_PARENT_IDLE:
-                return
-            self._parked = True
-            idle = self._take_all_idle_locked()
-        if idle:
-            logger.info(
-                "pool %r: process %d forked children and has not used this pool for %.0f s; "
-                "closing its %d idle connection(s) (reopened on the next checkout)",
-                self.name, os.getpid(), now - self._uses_seen[1], len(idle),
-            )  # fmt: skip
-        for entry in idle:
-            self._retire(entry, "connections_idle_closed")
-
-    def _keepalive(self, now: float) -> None:
-        interval = self.config.keepalive_interval
-        with self._lock:
-            due = [
-                e
-                for e in list(self._idle)
-                if now - e.last_used >= interval and _take(self._idle, e)
-            ]
-        self._ping_idle(due, "keepalive")
+        """One round of background work (see :mod:`connguard.maintenance`); returns how long
+        to sleep before the next."""
+        return maintenance.run_round(self)
 
     def _ping_idle(self, entries: list[Entry], what: str) -> None:
         """Ping entries taken off the idle list; put the live ones back, retire the dead."""
@@ -990,34 +914,6 @@ class ConnectionPool:
                 raise
             entry.last_used = monotonic()
             self._return(entry)
-
-    def _fill(self, now: float) -> None:
-        """Open connections up to min_size, and probe the server while the breaker is open."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                want = (self._size < self._min_size and not self._parked) or (
-                    self._breaker.down_since is not None and self._size < self._max_size
-                )
-                if not want:
-                    return
-                if self._breaker.down_since is not None and not self._breaker.background_probe(
-                    monotonic()
-                ):
-                    return
-                self._size += 1
-                self._filling += 1
-            try:
-                entry = self._open_connection(None)
-                if entry is not None:
-                    self._return(entry)  # to the first waiter, if any
-            finally:
-                with self._lock:
-                    self._filling -= 1
-                    self._grant_slots_locked()  # the callers that queued behind this connect
-            if entry is None:
-                return
 
     # -- whole-pool operations -------------------------------------------------------------
 
@@ -1044,7 +940,7 @@ class ConnectionPool:
         with self._lock:
             idle = self._take_all_idle_locked()
         self._ping_idle(idle, "check()")
-        self._fill(monotonic())
+        maintenance.fill(self, monotonic())
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the bounds; extra connections are closed as they come back."""
@@ -1056,7 +952,7 @@ class ConnectionPool:
             self.config = config
             self._min_size, self._max_size = config.min_size, config.max_size
             extra = max(0, self._size - self._max_size)
-            drop = [e for e in list(self._idle)[:extra] if _take(self._idle, e)]
+            drop = [e for e in list(self._idle)[:extra] if take(self._idle, e)]
             self._grant_slots_locked()
         for entry in drop:
             self._retire(entry, "connections_discarded")
@@ -1345,15 +1241,6 @@ def _target_session_attrs(config: PoolConfig) -> str | None:
         found = re.search(r"target_session_attrs\s*=\s*'?([a-z-]+)", config.conninfo)
         value = found.group(1) if found else None
     return None if value is None else str(value)
-
-
-def _take(items: list[Entry], entry: Entry) -> bool:
-    """Remove *entry* from *items* atomically; False when another thread took it first."""
-    try:
-        items.remove(entry)
-    except ValueError:
-        return False
-    return True
 
 
 def _one_line(exc: BaseException | None) -> str:
