@@ -123,11 +123,7 @@ class ConnectionPool:
     def _setup(self, config: PoolConfig) -> None:
         self.config = config
         self.name = config.name
-        self._driver: Driver = (
-            get_driver(config.driver)
-            if config.connection_class is None
-            else _psycopg_driver(config.connection_class)
-        )
+        self._driver: Driver = get_driver(config.driver, config.connection_class)
         self._connect_fn = config.connect
         self._min_size = config.min_size
         self._max_size = config.max_size
@@ -139,22 +135,12 @@ class ConnectionPool:
         self._leak_threshold = config.leak_threshold
         self._tx_status = self._driver.transaction_status
         self._reset = config.reset
-        # a pool that must lend connections to a writable primary only (see invalidate())
-        session_attrs = _target_session_attrs(config)
-        self._needs_primary = (
-            config.require_primary
-            if config.require_primary is not None
-            else session_attrs in ("read-write", "primary")
-        )
-        # libpq checks a new connection's role itself when told to; otherwise we do
-        self._check_new_role = self._needs_primary and session_attrs not in (
-            "read-write", "primary",
-        )  # fmt: skip
-        # target_session_attrs=primary means "not in recovery", as libpq checks it: a primary
-        # that is read-only still counts (only read-write also refuses that one)
-        self._roles_ok = (
-            (Role.PRIMARY, Role.READ_ONLY) if session_attrs == "primary" else (Role.PRIMARY,)
-        )
+        # a pool that must lend connections to a writable primary only (see invalidate()):
+        # what the connection parameters ask of the server's role is the driver's to read
+        policy = self._driver.role_policy(config.conninfo, config.kwargs, config.require_primary)
+        self._needs_primary = policy.needs_primary
+        self._check_new_role = policy.check_new_role
+        self._roles_ok = policy.roles_ok
         self._reset_state()
         self._opened = False
         self._closed = True
@@ -1232,17 +1218,6 @@ class WrongRole(Exception):
     """A new connection reached a server of the wrong role (a connect failure)."""
 
 
-def _target_session_attrs(config: PoolConfig) -> str | None:
-    """target_session_attrs from the pool's kwargs or conninfo (keywords or URL)."""
-    value = config.kwargs.get("target_session_attrs")
-    if value is None and "target_session_attrs" in config.conninfo:
-        import re
-
-        found = re.search(r"target_session_attrs\s*=\s*'?([a-z-]+)", config.conninfo)
-        value = found.group(1) if found else None
-    return None if value is None else str(value)
-
-
 def _one_line(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -1260,9 +1235,3 @@ def _replace(config: PoolConfig, **changes: Any) -> PoolConfig:
     import dataclasses
 
     return dataclasses.replace(config, **changes)
-
-
-def _psycopg_driver(connection_class: type) -> Driver:
-    from connguard.drivers.psycopg import PsycopgDriver
-
-    return PsycopgDriver(connection_class)
