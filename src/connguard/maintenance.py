@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from connguard import forking, leaks
 from connguard.breaker import Breaker
+from connguard.ceiling import Ceiling
 from connguard.entry import Entry, take
 from connguard.stats import Stats
 
@@ -53,7 +54,7 @@ class Maintained(leaks.Reaped, Protocol):
     _filling: int
     _parked: bool
     _uses_seen: tuple[int, float]
-    _ceiling_until: float
+    _ceiling: Ceiling
 
     def _maintain(self) -> float:
         """One round; how long to sleep before the next."""
@@ -114,8 +115,7 @@ def run_round(pool: Maintained) -> float:
     if pool.config.leak_threshold:
         tick = min(tick, pool.config.leak_threshold / 4)
     tick = pool._breaker.tick(monotonic(), tick)
-    if pool._ceiling_until:
-        tick = min(tick, max(0.01, pool._ceiling_until - monotonic()))
+    tick = pool._ceiling.tick(monotonic(), tick)
     return tick
 
 

@@ -43,6 +43,7 @@ from typing import Any
 from connguard import forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
+from connguard.ceiling import Ceiling
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
@@ -172,9 +173,7 @@ class ConnectionPool:
         # a forked parent's idle pool (see FORKED_PARENT_IDLE): checkouts counted when last seen
         self._parked = False
         self._uses_seen = (-1, 0.0)
-        self._ceiling = 0  # while _ceiling_until is in the future: the server is full
-        self._ceiling_until = 0.0
-        self._full_logged_at = -_INF
+        self._ceiling = Ceiling()  # after "too many clients": hold at what we have
         # statistics: checkouts are counted per entry (only its holder touches it: no lock)
         self._stats = Stats()
         self._counts = self._stats.counters  # (one attribute lookup less per event)
@@ -608,18 +607,12 @@ class ConnectionPool:
             self._breaker.server_full(message)
             self._counts["connections_errors"] += 1
             self._counts["connections_refused_full"] += 1
-            first = now - self._full_logged_at > 10.0  # one warning per episode, not per try
-            if first:
-                self._full_logged_at = now
-            self._ceiling = len(self._entries)
-            self._ceiling_until = now + max(0.1, self.config.backoff_max) * (
-                0.5 + random.random() / 2
-            )
+            first = self._ceiling.hold(now, len(self._entries), self.config.backoff_max)
         if first:
             logger.warning(
                 "pool %r: the server has no connection slot left (%s); holding at %d "
                 "connection(s) and queueing callers until one is returned",
-                self.name, message, self._ceiling,
+                self.name, message, self._ceiling.value,
             )  # fmt: skip
         self._wake.set()
 
@@ -840,11 +833,7 @@ class ConnectionPool:
         """How many connections may be open now: max_size, or fewer for a while after the
         server said it has no slot left ("too many clients"): callers then wait for a
         connection to come back instead of failing or hammering the server."""
-        if self._ceiling_until:
-            if now < self._ceiling_until:
-                return min(self._max_size, self._ceiling)
-            self._ceiling_until = 0.0  # try the full size again
-        return self._max_size
+        return self._ceiling.limit(now, self._max_size)
 
     def socket_of(self, conn: Any) -> tuple[int, Any] | None:
         """``(fd, poller)`` of a connection this pool lent: the poller it made when the
@@ -865,8 +854,6 @@ class ConnectionPool:
     def connection(self, timeout: float | None = None) -> _Borrowed:
         """``with pool.connection() as conn``: commit on success, roll back on error, return."""
         return _Borrowed(self, timeout)
-
-    # -- garbage-collected and leaked connections --------------------------------------
 
     # -- background maintenance ----------------------------------------------------------
 
