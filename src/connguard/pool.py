@@ -1,27 +1,32 @@
-"""ConnectionPool: checkout / checkin / close / resize.
+"""ConnectionPool: the story of a checkout and a checkin.
 
-Design, in the order a reader needs it:
+``getconn()``: pop an idle entry (lock-free) and lend it if it is young, used moments ago and
+its socket is quiet (one ``poll()``), else revalidate it (ping, role after a failover) or
+retire it. With no idle entry, one locked step (``_reserve``) answers with a
+:class:`~connguard.waiters.Verdict`: look again, connect with a reserved slot, await a probe
+of the server, or wait in the queue; the caller acts on it outside the lock. Both paths fill
+the lease in one place. ``putconn()``: a connection in an idle transaction goes back on the
+stack (lock-free) and to the oldest waiter; one in a transaction is rolled back (outside the
+lock), a broken or expired one retired.
 
-- An :class:`~connguard.entry.Entry` owns one server connection; a
-  :class:`~connguard.entry.Lease` is one checkout of it. Idle entries sit on a stack (LIFO:
-  hot connections stay hot, cold ones age out through ``max_idle``); checked-out entries are
-  indexed by ``id(conn)`` and hold only a weak reference to the connection, so one that the
-  caller drops without ``putconn`` gives its slot back when it is garbage-collected.
-- State changes happen under one lock; network I/O never does (connect, ping, rollback,
-  close all happen after the lock is released). The locked step decides; the caller acts.
-- Liveness at checkout costs one ``poll()`` syscall: a connection the server closed is
-  readable (EOF or a FATAL message). A protocol ping is only sent when the connection sat idle
-  longer than ``ping_interval`` or the poll saw data. Dead ones are replaced within the
-  caller's timeout; the caller never receives one.
-- Fork: see :mod:`connguard.forking`. A child abandons every inherited connection without
-  sending a byte on it, rebuilds its lock and background thread, and opens its own.
-- Server down: a circuit breaker. After a failed connect, callers that would have to connect
-  fail within milliseconds with :class:`~connguard.errors.PoolUnavailable` naming the last
-  error, while one attempt at a time (jittered exponential backoff, from a caller or the
-  background task) probes the server; the first success closes the breaker. While the
-  failures say nobody is listening (refused, no socket, starting up) and cost milliseconds, a
-  caller may also make that one attempt itself, off schedule: the first request after the
-  server is back then connects instead of failing until the next scheduled probe.
+Each concept the story uses lives in a module named after it, with a small interface:
+
+- :mod:`connguard.entry` -- Entry (owns the socket, birth, generation, pid) and Lease (one
+  checkout: owner thread, time, stack).
+- :mod:`connguard.waiters` -- the queue, the verdicts and the hand-off.
+- :mod:`connguard.breaker` -- the circuit breaker: whether a caller may connect while the
+  server does not answer (state and decisions only, shared with a future asyncio pool).
+- :mod:`connguard.ceiling` -- the server-full ceiling after "too many clients".
+- :mod:`connguard.leaks` -- the reaper and leak reports; slots of collected connections.
+- :mod:`connguard.maintenance` -- the background thread and its rounds (fill, expire idle,
+  keepalive, a forked parent's idle close).
+- :mod:`connguard.stats` -- counters and the canonical stat names.
+- :mod:`connguard.forking` -- abandon inherited connections in a child, without a byte sent.
+- :mod:`connguard.drivers` -- everything that differs between databases and libraries.
+
+State changes happen under one lock; network I/O never does (connect, ping, rollback,
+close all happen after the lock is released). The locked step decides; the caller acts.
+The pool knows no database: what a server's errors, roles and sockets mean is the driver's.
 """
 
 from __future__ import annotations
