@@ -216,7 +216,8 @@ class ConnectionPool:
                 entry = None
             if entry is not None:
                 conn = entry.conn
-                self._out[id(conn)] = entry
+                key = id(conn)
+                self._out[key] = entry
                 # young, used moments ago, and nothing arrived on the socket: lend it
                 lend = (
                     now < entry.expires
@@ -251,7 +252,8 @@ class ConnectionPool:
                             entry = None
                     if entry is not None:
                         conn = entry.conn
-                        self._out[id(conn)] = entry
+                        key = id(conn)
+                        self._out[key] = entry
                         # now, not the caller's start: the wait or connect is not holding time
                         now = monotonic()
                 lend = entry is not None
@@ -262,7 +264,7 @@ class ConnectionPool:
                 # Fill the lease, then publish it: the reaper reads entry.lease without our
                 # help, and must never see the owner of a previous checkout (or none).
                 lease = entry.spare_lease
-                lease.key = id(conn)
+                lease.key = key
                 lease.taken_at = now
                 lease.thread = get_ident()
                 if self._leak_threshold:
