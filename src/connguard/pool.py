@@ -436,9 +436,7 @@ class ConnectionPool:
         silent at least as long share that fate: retire them now, instead of making the
         caller wait ``ping_timeout`` for each of them in turn (docs/network.md)."""
         with self._lock:
-            suspects = [
-                e for e in list(self._idle) if e.last_used <= since and take(self._idle, e)
-            ]
+            suspects = [e for e in list(self._idle) if e.last_used <= since and take(self._idle, e)]
         if not suspects:
             return
         logger.info(
