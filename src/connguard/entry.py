@@ -91,6 +91,15 @@ class Entry:
         return f"connection #{self.id} (pid {self.pid}, fd {self.fd})"
 
 
+def take(items: list[Entry], entry: Entry) -> bool:
+    """Remove *entry* from *items* atomically; False when another thread took it first."""
+    try:
+        items.remove(entry)
+    except ValueError:
+        return False
+    return True
+
+
 class Lease:
     """One checkout: its key, when, by which thread (ident), and from where (the stack, only
     when leak detection is on). One object per entry, refilled at every checkout."""

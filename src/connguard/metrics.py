@@ -1,9 +1,7 @@
-"""Pool statistics: the canonical names, the registry of live pools, and status snapshots.
+"""Observing pools from outside: the registry of live pools and status snapshots.
 
-``pool.get_stats()`` returns every name in :data:`GAUGES` and :data:`COUNTERS`, always (a
-counter is ``0`` until its event happens), so dashboards and alerts can rely on them.
-Counters only grow, until ``pool.pop_stats()`` resets them; gauges are the state right now.
-Durations are counted in whole milliseconds (``*_ms``); exporters turn them into seconds.
+The stat names (:data:`GAUGES`, :data:`COUNTERS`, :data:`STAT_NAMES`, :data:`ZEROS`) live in
+:mod:`connguard.stats` and are re-exported here, where exporters have always found them.
 
 Adapters live in :mod:`connguard.contrib` (Prometheus, and the Django views that serve it).
 This module imports nothing from them, and nothing optional.
@@ -12,65 +10,26 @@ This module imports nothing from them, and nothing optional.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connguard import forking
+from connguard.pool import ConnectionPool
+from connguard.stats import COUNTERS, GAUGES, STAT_NAMES, ZEROS
 
-if TYPE_CHECKING:
-    from connguard.pool import ConnectionPool
-
-#: gauge -> meaning (the state right now)
-GAUGES: dict[str, str] = {
-    "pool_min": "connections the pool keeps open even when idle (min_size)",
-    "pool_max": "connections the pool may open at most (max_size)",
-    "pool_size": "connections open now, plus connects under way",
-    "pool_available": "idle connections ready to be lent",
-    "pool_in_use": "connections lent out now",
-    "requests_waiting": "getconn() calls queued for a connection now",
-    "breaker_open": "1 while the circuit breaker is open (server unreachable: callers fail fast)",
-}
-
-#: counter -> meaning (events since the pool was made, or since the last pop_stats())
-COUNTERS: dict[str, str] = {
-    "checkouts": "connections lent by getconn()",
-    "requests_queued": "getconn() calls that had to wait for a connection",
-    "requests_wait_ms": "time callers spent waiting in the queue, in milliseconds",
-    "requests_errors": "getconn() calls that failed (timeouts and fail-fast errors)",
-    "requests_shed": "getconn() calls refused at once: max_waiting callers already queued",
-    "requests_failed_fast": "getconn() calls failed at once while the breaker was open",
-    "timeouts": "getconn() calls that got no connection within their timeout",
-    "connections_opened": "server connections opened",
-    "connections_ms": "time spent opening server connections, in milliseconds",
-    "connections_errors": "connect attempts that failed",
-    "connections_refused_full": "connect attempts the server refused for lack of slots (53300)",
-    "connections_lost": "connections found dead (closed by the server or the network) and replaced",
-    "connections_expired": "connections closed on reaching max_lifetime",
-    "connections_idle_closed": "idle connections above min_size closed after max_idle (all of them in a process that forked and left the pool unused for 10 s)",
-    "connections_discarded": "connections closed because the pool was drained or shrunk",
-    "connections_discarded_after_fork": "connections inherited across fork() and dropped "
-    "without a byte sent to the server",
-    "returns_bad": "connections returned broken or in an unusable state, and closed",
-    "returns_rolled_back": "connections returned inside a transaction, and rolled back",
-    "pings": "liveness round trips at checkout (after idle, or when the socket had data)",
-    "leaks_detected": "checkouts held longer than leak_threshold, or still referenced after their owner thread exited (logged with the taking stack)",
-    "leaks_reclaimed": "connections never returned whose slot was taken back (holder gone)",
-    "breaker_opened": "times the circuit breaker opened (the server became unreachable)",
-    "invalidations": "errors that said the server changed role or went away (failover): "
-    "each makes every connection be checked before it is lent again",
-    "connections_wrong_role": "connections replaced because their server is no longer a "
-    "writable primary (pools that require one)",
-}
-
-#: every stat name, gauges first, in the order get_stats() returns them
-STAT_NAMES: tuple[str, ...] = (*GAUGES, *COUNTERS)
-
-#: ``dict.fromkeys(STAT_NAMES, 0)``: what get_stats() starts from
-ZEROS: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "STAT_NAMES",
+    "ZEROS",
+    "all_pools",
+    "pool_status",
+    "stats_by_name",
+    "status",
+]
 
 
 def all_pools(include_closed: bool = False) -> list[ConnectionPool]:
     """Every pool alive in this process (Django's and any other), by name."""
-    from connguard.pool import ConnectionPool
 
     found = [
         obj
@@ -95,7 +54,7 @@ def stats_by_name(pools: list[ConnectionPool]) -> dict[str, dict[str, int]]:
 def pool_status(pool: ConnectionPool) -> dict[str, Any]:
     """One pool's name, breaker state, last connect error and every stat."""
     stats = pool.get_stats()
-    last_error = getattr(pool, "_last_error", None)
+    last_error = pool._breaker.last_error
     return {
         "name": pool.name,
         "breaker": "open" if stats.get("breaker_open") else "closed",

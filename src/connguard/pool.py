@@ -1,32 +1,36 @@
-"""ConnectionPool: checkout / checkin / close / resize.
+"""ConnectionPool: the story of a checkout and a checkin.
 
-Design, in the order a reader needs it:
+``getconn()``: pop an idle entry (lock-free) and lend it if it is young, used moments ago and
+its socket is quiet (one ``poll()``), else revalidate it (ping, role after a failover) or
+retire it. With no idle entry, one locked step (``_reserve``) answers with a
+:class:`~connguard.waiters.Verdict`: look again, connect with a reserved slot, await a probe
+of the server, or wait in the queue; the caller acts on it outside the lock. Both paths fill
+the lease in one place. ``putconn()``: a connection in an idle transaction goes back on the
+stack (lock-free) and to the oldest waiter; one in a transaction is rolled back (outside the
+lock), a broken or expired one retired.
 
-- An :class:`~connguard.entry.Entry` owns one server connection; a
-  :class:`~connguard.entry.Lease` is one checkout of it. Idle entries sit on a stack (LIFO:
-  hot connections stay hot, cold ones age out through ``max_idle``); checked-out entries are
-  indexed by ``id(conn)`` and hold only a weak reference to the connection, so one that the
-  caller drops without ``putconn`` gives its slot back when it is garbage-collected.
-- State changes happen under one lock; network I/O never does (connect, ping, rollback,
-  close all happen after the lock is released). The locked step decides; the caller acts.
-- Liveness at checkout costs one ``poll()`` syscall: a connection the server closed is
-  readable (EOF or a FATAL message). A protocol ping is only sent when the connection sat idle
-  longer than ``ping_interval`` or the poll saw data. Dead ones are replaced within the
-  caller's timeout; the caller never receives one.
-- Fork: see :mod:`connguard.forking`. A child abandons every inherited connection without
-  sending a byte on it, rebuilds its lock and background thread, and opens its own.
-- Server down: a circuit breaker. After a failed connect, callers that would have to connect
-  fail within milliseconds with :class:`~connguard.errors.PoolUnavailable` naming the last
-  error, while one attempt at a time (jittered exponential backoff, from a caller or the
-  background task) probes the server; the first success closes the breaker. While the
-  failures say nobody is listening (refused, no socket, starting up) and cost milliseconds, a
-  caller may also make that one attempt itself, off schedule: the first request after the
-  server is back then connects instead of failing until the next scheduled probe.
+Each concept the story uses lives in a module named after it, with a small interface:
+
+- :mod:`connguard.entry` -- Entry (owns the socket, birth, generation, pid) and Lease (one
+  checkout: owner thread, time, stack).
+- :mod:`connguard.waiters` -- the queue, the verdicts and the hand-off.
+- :mod:`connguard.breaker` -- the circuit breaker: whether a caller may connect while the
+  server does not answer (state and decisions only, shared with a future asyncio pool).
+- :mod:`connguard.ceiling` -- the server-full ceiling after "too many clients".
+- :mod:`connguard.leaks` -- the reaper and leak reports; slots of collected connections.
+- :mod:`connguard.maintenance` -- the background thread and its rounds (fill, expire idle,
+  keepalive, a forked parent's idle close).
+- :mod:`connguard.stats` -- counters and the canonical stat names.
+- :mod:`connguard.forking` -- abandon inherited connections in a child, without a byte sent.
+- :mod:`connguard.drivers` -- everything that differs between databases and libraries.
+
+State changes happen under one lock; network I/O never does (connect, ping, rollback,
+close all happen after the lock is released). The locked step decides; the caller acts.
+The pool knows no database: what a server's errors, roles and sockets mean is the driver's.
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import math
@@ -36,13 +40,15 @@ import threading
 import time
 import weakref
 from _thread import get_ident
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking
+from connguard import forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
+from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
+from connguard.ceiling import Ceiling
 from connguard.config import PoolConfig, build_config, mask_conninfo
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
@@ -50,8 +56,8 @@ from connguard.entry import (
     Entry,
     Lease,
     format_stack,
-    live_thread_idents,
     short_stack,
+    take,
     thread_name,
 )
 from connguard.errors import (
@@ -63,72 +69,15 @@ from connguard.errors import (
     PoolUnavailable,
     TooManyRequests,
 )
-from connguard.metrics import ZEROS
+from connguard.stats import Stats
+from connguard.waiters import RETRY, Next, Verdict, Waiter
 
 logger = logging.getLogger("connguard.pool")
 
 _pool_numbers = itertools.count(1)
-_CONNECT = object()  # _reserve() verdict: the caller holds a slot and must open a connection
 _INF = math.inf
-# While the server is absent (its connects are refused at once), a caller may probe it this
-# often, off the backoff schedule; a probe whose failure took longer turns this off.
-_ABSENT_PROBE_GAP = 0.005
-_ABSENT_PROBE_COST = 0.1
-#: A process that has forked children (a pre-fork server's master: gunicorn --preload, uWSGI,
-#: Celery prefork) and has made no checkout from a pool for this many seconds closes that
-#: pool's idle connections, min_size included, and stops refilling it until its next
-#: checkout: the master serves no requests, so what it opened before forking would otherwise
-#: stay open for ever beside the workers' own. A process that never forks is not affected;
-#: one that forks and keeps using its pool keeps its connections.
-FORKED_PARENT_IDLE = 10.0
-# While the server refuses this client (authentication, unknown role or database), connect
-# attempts back off up to this many seconds (or backoff_max, if longer): a wrong password is
-# not hammered, and a corrected one is picked up within this bound.
-_DENIED_BACKOFF = 5.0
 # connection parameter (as Driver.access_denied names it) -> the Django setting holding it
 _DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
-# While a pool that requires a primary waits for one after a failover: the least time
-# between two connect attempts (one at a time), so that waiting callers do not hammer.
-_FAILOVER_GAP = 0.05
-
-
-class _ProbeWait:
-    """_reserve() verdict: wait for the probe under way, then try again."""
-
-    __slots__ = ("done",)
-
-    def __init__(self, done: threading.Event) -> None:
-        self.done = done
-
-
-class _Waiter:
-    """A queued getconn(): granted either a connection entry or a slot to connect with, or
-    told that the breaker is open (``down``: fail fast rather than connect)."""
-
-    __slots__ = ("closed", "down", "entry", "lock", "slot")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.lock.acquire()
-        self.entry: Entry | None = None
-        self.slot = False
-        self.closed = False
-        self.down = False
-
-    def wake_closed(self) -> None:
-        self.closed = True
-        self.lock.release()
-
-    def wake_down(self) -> None:
-        self.down = True
-        self.lock.release()
-
-    def grant(self, entry: Entry | None) -> None:
-        if entry is None:
-            self.slot = True
-        else:
-            self.entry = entry
-        self.lock.release()
 
 
 class ConnectionPool:
@@ -180,11 +129,7 @@ class ConnectionPool:
     def _setup(self, config: PoolConfig) -> None:
         self.config = config
         self.name = config.name
-        self._driver: Driver = (
-            get_driver(config.driver)
-            if config.connection_class is None
-            else _psycopg_driver(config.connection_class)
-        )
+        self._driver: Driver = get_driver(config.driver, config.connection_class)
         self._connect_fn = config.connect
         self._min_size = config.min_size
         self._max_size = config.max_size
@@ -196,22 +141,12 @@ class ConnectionPool:
         self._leak_threshold = config.leak_threshold
         self._tx_status = self._driver.transaction_status
         self._reset = config.reset
-        # a pool that must lend connections to a writable primary only (see invalidate())
-        session_attrs = _target_session_attrs(config)
-        self._needs_primary = (
-            config.require_primary
-            if config.require_primary is not None
-            else session_attrs in ("read-write", "primary")
-        )
-        # libpq checks a new connection's role itself when told to; otherwise we do
-        self._check_new_role = self._needs_primary and session_attrs not in (
-            "read-write", "primary",
-        )  # fmt: skip
-        # target_session_attrs=primary means "not in recovery", as libpq checks it: a primary
-        # that is read-only still counts (only read-write also refuses that one)
-        self._roles_ok = (
-            (Role.PRIMARY, Role.READ_ONLY) if session_attrs == "primary" else (Role.PRIMARY,)
-        )
+        # a pool that must lend connections to a writable primary only (see invalidate()):
+        # what the connection parameters ask of the server's role is the driver's to read
+        policy = self._driver.role_policy(config.conninfo, config.kwargs, config.require_primary)
+        self._needs_primary = policy.needs_primary
+        self._check_new_role = policy.check_new_role
+        self._roles_ok = policy.roles_ok
         self._reset_state()
         self._opened = False
         self._closed = True
@@ -223,7 +158,7 @@ class ConnectionPool:
         self._out: dict[int, Entry] = {}
         self._entries: dict[int, Entry] = {}
         self._size = 0  # entries + slots reserved by connects under way
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._reclaim: deque[Entry] = deque()
         self._inherited: dict[int, Entry] = {}
         # entry id -> taken_at of leases whose owner thread exited while something else still
@@ -238,30 +173,15 @@ class ConnectionPool:
         self._pid = os.getpid()
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
-        # circuit breaker
-        self._down_since: float | None = None
-        self._last_error: str | None = None
-        self._next_attempt = 0.0
-        self._attempt_in_flight = False
+        self._breaker = Breaker(self.config, self._needs_primary)
         self._filling = 0  # connects the background task has under way
-        self._last_attempt = 0.0
-        self._probe_done: threading.Event | None = None  # set when that attempt ends
-        self._absent = False  # the last connect failure said nobody listens, and failed fast
-        self._denied: str | None = None  # ... or the parameter to fix, when the server refused us
         # a forked parent's idle pool (see FORKED_PARENT_IDLE): checkouts counted when last seen
         self._parked = False
         self._uses_seen = (-1, 0.0)
-        self._backoff = 0.0
-        self._reconnect_failed_called = False
-        # failover: until then, a pool that requires a primary waits for one (see _reserve)
-        self._failover_until = 0.0
-        self._failover_wait = threading.Event()  # never set: a bounded sleep between turns
-        self._ceiling = 0  # while _ceiling_until is in the future: the server is full
-        self._ceiling_until = 0.0
-        self._full_logged_at = -_INF
+        self._ceiling = Ceiling()  # after "too many clients": hold at what we have
         # statistics: checkouts are counted per entry (only its holder touches it: no lock)
-        self._retired_uses = 0
-        self._stats: Counter[str] = Counter()
+        self._stats = Stats()
+        self._counts = self._stats.counters  # (one attribute lookup less per event)
         self._fork_report: str | None = None
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
@@ -299,54 +219,67 @@ class ConnectionPool:
                 key = id(conn)
                 self._out[key] = entry
                 # young, used moments ago, and nothing arrived on the socket: lend it
-                if (
+                lend = (
                     now < entry.expires
                     and entry.generation == self._generation
                     and now - entry.last_used < self._fresh_for
                     and not entry.poller.poll(0)
-                ) or self._revalidate(entry, now):
-                    entry.conn = None  # held weakly while lent: a dropped one is reclaimed
-                    entry.uses += 1
-                    # Fill the lease, then publish it: the reaper reads entry.lease without
-                    # our help, and must never see the owner of a previous checkout (or none).
-                    lease = entry.spare_lease
-                    lease.key = key
-                    lease.taken_at = now
-                    lease.thread = get_ident()
-                    if self._leak_threshold:
-                        lease.stack = short_stack()
-                        lease.reported = False
-                    entry.lease = lease
-                    return conn
+                ) or self._revalidate(entry, now)
             else:
+                # Slow path: reserve a slot under the lock, then wait or connect outside it.
                 if self._fork_report is not None:
                     self._log_fork_report()
                 if self._reclaim:  # connections garbage-collected while lent: free their slots
-                    self._drain_reclaim()
+                    leaks.drain_reclaim(self)
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
-                    if verdict is None:
-                        idle = self._idle  # changed by a fork; or an entry is back: retry
-                if verdict is _CONNECT:
-                    entry = self._open_connection(deadline)
-                    if entry is not None:
-                        return self._lend(entry, now)
-                elif verdict.__class__ is _ProbeWait:
+                next_ = verdict.next
+                if next_ is Next.RETRY:
+                    idle = self._idle  # changed by a fork; or an entry is back: retry
+                elif next_ is Next.AWAIT_PROBE:
                     wait_probe = False
-                    verdict.done.wait(max(0.0, min(deadline - now, _ABSENT_PROBE_COST)))
-                elif verdict is not None:
-                    granted = self._wait(verdict, deadline, timeout)
-                    if granted is None:  # granted a slot: connect with it
-                        granted = self._open_connection(deadline)
-                        if granted is not None:
-                            return self._lend(granted, now)
+                    assert verdict.event is not None
+                    verdict.event.wait(max(0.0, min(deadline - now, ABSENT_PROBE_COST)))
+                else:
+                    if next_ is Next.CONNECT:
+                        entry = self._open_connection(deadline)
                     else:
-                        self._out[id(granted.conn)] = granted
-                        if self._revalidate(granted, monotonic()):
-                            return self._lend(granted, now)
+                        assert verdict.waiter is not None
+                        entry = self._wait(verdict.waiter, deadline, timeout)
+                        if entry is None:  # granted a slot: connect with it
+                            entry = self._open_connection(deadline)
+                        elif not self._revalidate_granted(entry):
+                            entry = None
+                    if entry is not None:
+                        conn = entry.conn
+                        key = id(conn)
+                        self._out[key] = entry
+                        # now, not the caller's start: the wait or connect is not holding time
+                        now = monotonic()
+                lend = entry is not None
+            if lend:
+                assert entry is not None
+                entry.conn = None  # held weakly while lent: a dropped one is reclaimed
+                entry.uses += 1
+                # Fill the lease, then publish it: the reaper reads entry.lease without our
+                # help, and must never see the owner of a previous checkout (or none).
+                lease = entry.spare_lease
+                lease.key = key
+                lease.taken_at = now
+                lease.thread = get_ident()
+                if self._leak_threshold:
+                    lease.stack = short_stack()
+                    lease.reported = False
+                entry.lease = lease
+                return conn
             now = monotonic()
             if now >= deadline:
                 raise self._timeout_error(timeout)
+
+    def _revalidate_granted(self, entry: Entry) -> bool:
+        """An entry a returning caller handed over while we queued: check it like an idle one."""
+        self._out[id(entry.conn)] = entry
+        return self._revalidate(entry, monotonic())
 
     def _log_fork_report(self) -> None:
         """Once per process after a fork: which inherited connections were abandoned."""
@@ -355,28 +288,12 @@ class ConnectionPool:
         if report is not None:
             logger.warning(report)
 
-    def _lend(self, entry: Entry, now: float) -> Any:
-        """Lend an entry that did not come through the fast path."""
-        conn = entry.conn
-        key = id(conn)
-        self._out[key] = entry
-        entry.conn = None
-        entry.uses += 1
-        lease = entry.spare_lease  # filled, then published (see getconn)
-        lease.key = key
-        # now, not the caller's start: the wait or connect before it is not holding time
-        lease.taken_at = monotonic()
-        lease.thread = get_ident()
-        lease.stack = short_stack() if self._leak_threshold else None
-        lease.reported = False
-        entry.lease = lease
-        return conn
+    def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Verdict:
+        """Locked step when no idle connection is at hand: what the caller does next.
 
-    def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Any:
-        """Locked step when no idle connection is at hand: connect, queue, or refuse.
-
+        Connect (a slot is reserved), look at the idle list again, queue, or refuse (raises).
         While the breaker is open and a cheap probe of an absent server is under way, the
-        verdict is a :class:`_ProbeWait` (once per getconn, *wait_probe*): its outcome takes
+        caller is told to await it (once per getconn, *wait_probe*): its outcome takes
         milliseconds and, when the server is back, spares the caller a needless failure."""
         if self._closed:
             raise PoolClosed(self._closed_message())
@@ -384,49 +301,42 @@ class ConnectionPool:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
         if self._idle:
-            return None  # one came back meanwhile: take it
+            return RETRY  # one came back meanwhile: take it
         if self._size < self._limit_locked(now) and not self._waiters:
-            if self._down_since is not None and now < self._failover_until:
-                # a failover is under way: wait for a primary, one connect at a time
-                if self._attempt_in_flight or now - self._last_attempt < _FAILOVER_GAP:
-                    return _ProbeWait(self._probe_done or self._failover_wait)
-                self._attempt_begin_locked()
-                self._size += 1
-                return _CONNECT
-            if self._down_since is not None:
-                if self._attempt_in_flight:
-                    if self._probe_done is not None and wait_probe:
-                        return _ProbeWait(self._probe_done)
+            breaker = self._breaker
+            if breaker.down_since is not None:
+                admitted = breaker.admit(now, wait_probe)
+                if admitted is REFUSE:
                     raise self._unavailable_error()
-                if now < self._next_attempt and not (
-                    self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP
-                ):
-                    raise self._unavailable_error()
-                self._attempt_begin_locked()
-                self._size += 1
-                return _CONNECT
+                if admitted is not CONNECT:
+                    assert isinstance(admitted, threading.Event)
+                    return Verdict.await_probe(admitted)
+                return self._take_slot_locked()
             if not self._filling:
-                self._size += 1
-                return _CONNECT
+                return self._take_slot_locked()
             # the warm-up is opening a connection right now: wait for it rather than open
             # one more (_fill hands it over, then gives the other waiters slots)
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
-            self._stats["requests_shed"] += 1
+            self._counts["requests_shed"] += 1
             raise TooManyRequests(
                 f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
                 f"(max_waiting={self.config.max_waiting}); shedding load. "
                 f"State: {self._state_text()}",
                 snapshot=self._snapshot(),
             )
-        waiter = _Waiter()
+        waiter = waiters.Waiter()
         self._waiters.append(waiter)
-        self._stats["requests_queued"] += 1
+        self._counts["requests_queued"] += 1
         # putconn() appends to idle without the lock, then looks for waiters: look at idle
         # again after queueing, so that one of the two always sees the other (no lost wakeup).
-        self._hand_over_locked()
-        return waiter
+        waiters.hand_over(self._waiters, self._idle)
+        return Verdict.queued(waiter)
 
-    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Entry | None:
+    def _take_slot_locked(self) -> Verdict:
+        self._size += 1
+        return waiters.CONNECT
+
+    def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
         try:
             wait_for = min(max(0.0, deadline - started), threading.TIMEOUT_MAX)
@@ -449,42 +359,28 @@ class ConnectionPool:
             return None
         return waiter.entry
 
-    def _leave_queue(self, waiter: _Waiter) -> bool:
+    def _leave_queue(self, waiter: Waiter) -> bool:
         """Take a waiter out of the queue; False when it was granted or woken meanwhile."""
         with self._lock:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                return False
-            return True
+            return waiters.leave(self._waiters, waiter)
 
-    def _give_back(self, waiter: _Waiter) -> None:
+    def _give_back(self, waiter: Waiter) -> None:
         """Return what was granted to a waiter that left without taking it."""
         if waiter.entry is not None:
             self._return(waiter.entry)
         elif waiter.slot:
             self._release_slot()
 
-    def _attempt_begin_locked(self) -> None:
-        """Start the one connect attempt allowed while the breaker is open."""
-        self._attempt_in_flight = True
-        if self._absent:  # a cheap probe: callers arriving meanwhile await its verdict
-            self._probe_done = threading.Event()
-
-    def _attempt_over_locked(self) -> None:
-        """The one connect attempt allowed while the breaker is open has ended."""
-        self._attempt_in_flight = False
-        done = self._probe_done
-        if done is not None:
-            self._probe_done = None
-            done.set()
-
     def _release_slot(self) -> None:
         """Free a reserved slot whose connect never happened or was interrupted."""
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            self._grant_slots_locked()
+            self._slot_freed_locked()
+
+    def _slot_freed_locked(self) -> None:
+        """A reserved slot holds no connection after all: the one place that frees it."""
+        self._size -= 1
+        self._breaker.attempt_over()
+        self._grant_slots_locked()
 
     def _revalidate(self, entry: Entry, now: float) -> bool:
         """Slow liveness check of an entry just taken out of the pool; retire it if stale.
@@ -540,9 +436,7 @@ class ConnectionPool:
         silent at least as long share that fate: retire them now, instead of making the
         caller wait ``ping_timeout`` for each of them in turn (docs/network.md)."""
         with self._lock:
-            suspects = [
-                e for e in list(self._idle) if e.last_used <= since and _take(self._idle, e)
-            ]
+            suspects = [e for e in list(self._idle) if e.last_used <= since and take(self._idle, e)]
         if not suspects:
             return
         logger.info(
@@ -602,7 +496,7 @@ class ConnectionPool:
             if self._closed:
                 return
             self._generation += 1
-            self._stats["invalidations"] += 1
+            self._counts["invalidations"] += 1
         logger.info(
             "pool %r: invalidated (%s); every connection is checked before it is lent again",
             self.name, _one_line(exc) if exc is not None else "invalidate() called",
@@ -639,7 +533,7 @@ class ConnectionPool:
             if deadline is None:
                 return None
             now = monotonic()
-            if now < self._failover_until and now < deadline:
+            if self._breaker.failing_over(now) and now < deadline:
                 return None  # waiting for a primary: the caller's next turn tries again
             with self._lock:  # it counts and snapshots the state
                 error = self._unavailable_error(exc)
@@ -663,13 +557,9 @@ class ConnectionPool:
         entry = self._make_entry(conn, now, origin)
         with self._lock:
             self._entries[entry.id] = entry
-            self._stats["connections_opened"] += 1
-            self._stats["connections_ms"] += int((now - started) * 1000)
-            down_since, self._down_since = self._down_since, None
-            self._attempt_over_locked()
-            self._failover_until = 0.0
-            self._backoff = 0.0
-            self._reconnect_failed_called = False
+            self._counts["connections_opened"] += 1
+            self._counts["connections_ms"] += int((now - started) * 1000)
+            down_since = self._breaker.succeeded()
         if down_since is not None:
             logger.warning(
                 "pool %r: database reachable again after %.2f s; circuit breaker closed",
@@ -702,19 +592,15 @@ class ConnectionPool:
         entry = Entry(
             conn, fd, self._driver.make_poller(fd), now, expires, self._generation, origin
         )
-        entry.ref = weakref.ref(conn, _collected_callback(self, entry))
+        entry.ref = weakref.ref(conn, leaks.on_collected(self, entry))
         return entry
 
     def _configure_failed(self) -> None:
         """configure() raised on a new connection (closed by now): free its slot. The server
         answered, so a breaker this attempt was probing for closes."""
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            if self._down_since is not None:
-                self._down_since = None
-                self._backoff = 0.0
-            self._grant_slots_locked()
+            self._breaker.answered()
+            self._slot_freed_locked()
 
     def _server_full(self, exc: BaseException) -> None:
         """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
@@ -722,61 +608,35 @@ class ConnectionPool:
         now = monotonic()
         message = _one_line(exc)
         with self._lock:
-            self._size -= 1
-            self._attempt_over_locked()
-            self._down_since = None
-            self._stats["connections_errors"] += 1
-            self._stats["connections_refused_full"] += 1
-            self._last_error = message
-            first = now - self._full_logged_at > 10.0  # one warning per episode, not per try
-            if first:
-                self._full_logged_at = now
-            self._ceiling = len(self._entries)
-            self._ceiling_until = now + max(0.1, self.config.backoff_max) * (
-                0.5 + random.random() / 2
-            )
+            self._size -= 1  # (no slot granted: the ceiling below holds callers back)
+            self._breaker.server_full(message)
+            self._counts["connections_errors"] += 1
+            self._counts["connections_refused_full"] += 1
+            first = self._ceiling.hold(now, len(self._entries), self.config.backoff_max)
         if first:
             logger.warning(
                 "pool %r: the server has no connection slot left (%s); holding at %d "
                 "connection(s) and queueing callers until one is returned",
-                self.name, message, self._ceiling,
+                self.name, message, self._ceiling.value,
             )  # fmt: skip
         self._wake.set()
 
     def _connect_failed(self, exc: BaseException, started: float) -> None:
         now = monotonic()
         message = _one_line(exc)
+        absent = self._driver.is_server_absent(exc)
+        denied = self._driver.access_denied(exc)
         with self._lock:
-            self._size -= 1
-            self._stats["connections_errors"] += 1
-            self._last_error = message
-            self._attempt_over_locked()
-            self._last_attempt = now
-            self._absent = now - started < _ABSENT_PROBE_COST and self._driver.is_server_absent(exc)
-            self._denied = self._driver.access_denied(exc)
-            first = self._down_since is None
-            if first:
-                self._down_since = now
-                self._stats["breaker_opened"] += 1
-                if self._needs_primary and self.config.failover_timeout:
-                    # no primary (gone, demoted, not promoted yet): callers wait for one
-                    # (failover_timeout at most, within their own timeout) instead of failing
-                    # fast; also a process that never had a connection (a worker started
-                    # during the failover, one that had served no request yet)
-                    self._failover_until = now + self.config.failover_timeout
-            initial, cap = self.config.backoff_initial, self._backoff_cap()
-            self._backoff = min(cap, max(initial, self._backoff * 2))
-            self._next_attempt = now + self._backoff * (0.5 + random.random() / 2)
-            down_for = now - self._down_since if self._down_since is not None else 0.0
-            call_failed = (
-                down_for >= self.config.reconnect_timeout and not self._reconnect_failed_called
-            )
-            if call_failed:
-                self._reconnect_failed_called = True
-            self._grant_slots_locked()
-        if first and self._denied is not None:
+            self._counts["connections_errors"] += 1
+            breaker = self._breaker
+            failure = breaker.failed(now, now - started, message, absent, denied)
+            if failure.opened:
+                self._counts["breaker_opened"] += 1
+            self._slot_freed_locked()
+        first, down_for, call_failed = failure
+        if first and breaker.denied is not None:
             logger.error("%s", self._denied_text(message, down_for))
-        elif first and self._failover_until > now:
+        elif first and breaker.failing_over(now):
             logger.warning(
                 "pool %r: no primary (%s); checkouts wait up to %g s for one (failover_timeout)",
                 self.name, message, self.config.failover_timeout,
@@ -790,7 +650,7 @@ class ConnectionPool:
             logger.error(
                 "pool %r: %s for %.1f s (reconnect_timeout=%g s): %s",
                 self.name,
-                "database unreachable" if self._denied is None else "connections refused",
+                "database unreachable" if breaker.denied is None else "connections refused",
                 down_for, self.config.reconnect_timeout, message,
             )  # fmt: skip
             if self.config.reconnect_failed is not None:
@@ -836,11 +696,11 @@ class ConnectionPool:
                 with self._lock:
                     if self._closed:
                         stranded: list[Entry] = self._take_all_idle_locked()
-                    elif entry.generation < self._floor and _take(self._idle, entry):
+                    elif entry.generation < self._floor and take(self._idle, entry):
                         stranded = [entry]
                     else:
                         stranded = []
-                    self._hand_over_locked()
+                    waiters.hand_over(self._waiters, self._idle)
                 for idle_entry in stranded:
                     self._retire(idle_entry, "connections_discarded")
             return
@@ -883,7 +743,7 @@ class ConnectionPool:
             else:
                 retire = False
                 self._idle.append(entry)
-                self._hand_over_locked()
+                waiters.hand_over(self._waiters, self._idle)
         if retire:
             self._retire(entry, "connections_discarded")
 
@@ -923,29 +783,26 @@ class ConnectionPool:
             # closed before its slot is freed: never max_size + 1 sockets open at once
             self._driver.close(conn)
         with self._lock:
-            self._stats[reason] += 1
+            self._counts[reason] += 1
             self._forget_locked(entry)
             self._grant_slots_locked()
             if conn is not None:
                 self._done[id(conn)] = conn
 
     def _forget_locked(self, entry: Entry) -> None:
-        if self._entries.pop(entry.id, None) is not None:
-            self._size -= 1
-            self._retired_uses += entry.uses
+        self._drop_entry_locked(entry)
         for key, e in list(self._out.items()):  # a copy: putconn() pops without the lock
             if e is entry:
                 self._out.pop(key, None)
                 break
 
-    def _hand_over_locked(self) -> None:
-        """Give idle connections to queued callers, oldest caller first."""
-        while self._waiters:
-            try:
-                entry = self._idle.pop()
-            except IndexError:
-                return
-            self._waiters.popleft().grant(entry)
+    def _drop_entry_locked(self, entry: Entry) -> bool:
+        """Forget an entry and free its slot (the one place that does); False if gone."""
+        if self._entries.pop(entry.id, None) is None:
+            return False
+        self._size -= 1
+        self._stats.retired_uses += entry.uses
+        return True
 
     def _take_all_idle_locked(self) -> list[Entry]:
         """Empty the idle list one atomic pop at a time (getconn() pops without the lock)."""
@@ -965,12 +822,8 @@ class ConnectionPool:
         connection or a background connect may still serve keep waiting, oldest first."""
         now = monotonic()
         limit = self._limit_locked(now)
-        if self._down_since is not None and self._waiters and self._size < limit:
-            if not self._attempt_in_flight and (
-                now >= self._next_attempt
-                or (self._absent and now - self._last_attempt >= _ABSENT_PROBE_GAP)
-            ):
-                self._attempt_begin_locked()
+        if self._breaker.down_since is not None and self._waiters and self._size < limit:
+            if self._breaker.grant_probe(now):
                 self._size += 1
                 self._waiters.popleft().grant(None)
             servable = len(self._out) + self._filling
@@ -985,11 +838,7 @@ class ConnectionPool:
         """How many connections may be open now: max_size, or fewer for a while after the
         server said it has no slot left ("too many clients"): callers then wait for a
         connection to come back instead of failing or hammering the server."""
-        if self._ceiling_until:
-            if now < self._ceiling_until:
-                return min(self._max_size, self._ceiling)
-            self._ceiling_until = 0.0  # try the full size again
-        return self._max_size
+        return self._ceiling.limit(now, self._max_size)
 
     def socket_of(self, conn: Any) -> tuple[int, Any] | None:
         """``(fd, poller)`` of a connection this pool lent: the poller it made when the
@@ -1011,110 +860,6 @@ class ConnectionPool:
         """``with pool.connection() as conn``: commit on success, roll back on error, return."""
         return _Borrowed(self, timeout)
 
-    # -- garbage-collected and leaked connections --------------------------------------
-
-    def _drain_reclaim(self) -> None:
-        """Free the slots of connections garbage-collected while lent; log each, unlocked."""
-        with self._lock:
-            reclaimed = self._drain_reclaim_locked()
-        for entry, lease in reclaimed:
-            logger.warning(
-                "pool %r: %s was garbage-collected without putconn(); its slot is free again. "
-                "Taken by thread %r at:\n%s",
-                self.name, entry.describe(), thread_name(lease.thread), format_stack(lease.stack),
-            )  # fmt: skip
-
-    def _drain_reclaim_locked(self) -> list[tuple[Entry, Lease]]:
-        reclaimed: list[tuple[Entry, Lease]] = []
-        while self._reclaim:
-            entry = self._reclaim.popleft()
-            lease = entry.lease
-            if lease is None or self._entries.get(entry.id) is not entry:
-                continue  # returned or retired meanwhile
-            # its key in _out may already belong to a new connection at the same address
-            # (CPython reuses a collected object's memory at once): remove only this entry
-            if self._out.get(lease.key) is entry:
-                self._out.pop(lease.key, None)
-            del self._entries[entry.id]
-            self._size -= 1
-            self._retired_uses += entry.uses
-            self._stats["leaks_reclaimed"] += 1
-            reclaimed.append((entry, lease))
-        self._grant_slots_locked()
-        return reclaimed
-
-    def _reap(self, now: float) -> None:
-        """Judge leases whose owner thread died (reclaimed when garbage, reported when still
-        held); report those held past leak_threshold."""
-        if not self._out:
-            return
-        threshold = self.config.leak_threshold
-        # The leases first, then which threads are alive: a lease taken after this read is
-        # not judged now, and the thread of one taken before it existed when we look.
-        with self._lock:
-            held = [
-                (entry, lease, lease.thread, lease.taken_at)
-                for entry in list(self._out.values())
-                if (lease := entry.lease) is not None
-            ]
-        # None under gevent/eventlet: a greenlet that dies holding a connection drops it,
-        # and the garbage collector's callback reclaims the slot instead
-        alive = live_thread_idents()
-        orphans: list[tuple[Entry, Lease, int, float]] = []
-        leaks: list[tuple[str, float, int, Any]] = []
-        with self._lock:
-            judged, self._orphans = self._orphans, {}
-            for entry, lease, thread, taken_at in held:
-                if entry.lease is not lease or lease.thread != thread or lease.taken_at != taken_at:
-                    continue  # returned (and perhaps lent again) meanwhile
-                if alive is not None and thread not in alive:
-                    if judged.get(entry.id) == taken_at:
-                        self._orphans[entry.id] = taken_at  # reported already: still held
-                    elif self._entries.get(entry.id) is entry:
-                        orphans.append((entry, lease, thread, taken_at))
-                elif threshold and not lease.reported and now - taken_at > threshold:
-                    lease.reported = True
-                    self._stats["leaks_detected"] += 1
-                    leaks.append((entry.describe(), now - taken_at, thread, lease.stack))
-        for what, held_for, thread, stack in leaks:  # logged outside the lock
-            logger.warning(
-                "pool %r: possible leak: %s held for %.1f s (leak_threshold=%g s) "
-                "by thread %r; taken at:\n%s",
-                self.name, what, held_for, threshold, thread_name(thread), format_stack(stack),
-            )  # fmt: skip
-        if orphans:
-            self._judge_orphans(orphans)
-
-    def _judge_orphans(self, orphans: list[tuple[Entry, Lease, int, float]]) -> None:
-        """Leases whose owner thread has exited. The connection is either garbage (in a
-        reference cycle, say) or still held: handed to another thread (an executor's result,
-        a queue) or kept somewhere. The garbage collector decides, once: what it frees comes
-        back through the weak reference's callback and its slot is reclaimed; what survives
-        is still referenced, so it is reported as a leak and never closed under its holder."""
-        if any(_referenced(entry) for entry, *_ in orphans):
-            gc.collect()
-        self._drain_reclaim()
-        survivors: list[tuple[Entry, Lease, int, float]] = []
-        with self._lock:
-            for entry, lease, thread, taken_at in orphans:
-                if (
-                    entry.lease is not lease
-                    or lease.taken_at != taken_at
-                    or self._entries.get(entry.id) is not entry
-                ):
-                    continue  # collected (and reclaimed) or returned meanwhile
-                self._orphans[entry.id] = taken_at
-                self._stats["leaks_detected"] += 1
-                survivors.append((entry, lease, thread, taken_at))
-        for entry, lease, thread, taken_at in survivors:
-            logger.warning(
-                "pool %r: thread %r exited without returning %s, held for %.1f s; it is still "
-                "referenced (handed to another thread, or leaked), so it stays lent and is not "
-                "closed: return it with putconn() when done. Taken at:\n%s",
-                self.name, thread_name(thread), entry.describe(), monotonic() - taken_at,
-                format_stack(lease.stack),
-            )  # fmt: skip
-
     # -- background maintenance ----------------------------------------------------------
 
     def _ensure_worker(self) -> None:
@@ -1123,84 +868,13 @@ class ConnectionPool:
                 self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
-        from connguard.maintenance import Maintenance
-
-        self._worker = Maintenance(self)
+        self._worker = maintenance.Maintenance(self)
         self._worker.start()
 
     def _maintain(self) -> float:
-        """One round of background work; returns how long to sleep before the next."""
-        now = monotonic()
-        if self._reclaim:
-            self._drain_reclaim()
-        with self._lock:
-            if self._waiters:
-                self._grant_slots_locked()  # e.g. the server-full cap just expired
-        self._reap(now)
-        self._expire_idle(now)
-        if forking.children_forked:
-            self._park_forked_parent(now)
-        if self.config.keepalive_interval:
-            self._keepalive(now)
-        self._fill(now)
-        tick = 0.5
-        if self.config.leak_threshold:
-            tick = min(tick, self.config.leak_threshold / 4)
-        if self._down_since is not None:
-            tick = min(tick, max(0.01, self._next_attempt - monotonic()))
-        if self._ceiling_until:
-            tick = min(tick, max(0.01, self._ceiling_until - monotonic()))
-        return tick
-
-    def _expire_idle(self, now: float) -> None:
-        max_idle = self.config.max_idle
-        retire: list[Entry] = []
-        with self._lock:
-            spare = len(self._entries) - self._min_size
-            for entry in list(self._idle):  # oldest first: LIFO puts the coldest at the bottom
-                if now >= entry.expires or entry.generation < self._floor:
-                    pass
-                elif max_idle and spare > 0 and now - entry.last_used > max_idle:
-                    spare -= 1
-                else:
-                    continue
-                if _take(self._idle, entry):
-                    retire.append(entry)
-        for entry in retire:
-            reason = "connections_expired" if now >= entry.expires else "connections_idle_closed"
-            self._retire(entry, reason)
-
-    def _park_forked_parent(self, now: float) -> None:
-        """This process forked children and has not checked out of this pool for
-        FORKED_PARENT_IDLE seconds: close the idle connections, keep min_size off until the
-        next checkout."""
-        with self._lock:
-            uses = self._retired_uses + sum(e.uses for e in self._entries.values())
-            if uses != self._uses_seen[0]:
-                self._uses_seen = (uses, now)
-                return
-            if self._parked or self._out or now - self._uses_seen[1] < FORKED_PARENT_IDLE:
-                return
-            self._parked = True
-            idle = self._take_all_idle_locked()
-        if idle:
-            logger.info(
-                "pool %r: process %d forked children and has not used this pool for %.0f s; "
-                "closing its %d idle connection(s) (reopened on the next checkout)",
-                self.name, os.getpid(), now - self._uses_seen[1], len(idle),
-            )  # fmt: skip
-        for entry in idle:
-            self._retire(entry, "connections_idle_closed")
-
-    def _keepalive(self, now: float) -> None:
-        interval = self.config.keepalive_interval
-        with self._lock:
-            due = [
-                e
-                for e in list(self._idle)
-                if now - e.last_used >= interval and _take(self._idle, e)
-            ]
-        self._ping_idle(due, "keepalive")
+        """One round of background work (see :mod:`connguard.maintenance`); returns how long
+        to sleep before the next."""
+        return maintenance.run_round(self)
 
     def _ping_idle(self, entries: list[Entry], what: str) -> None:
         """Ping entries taken off the idle list; put the live ones back, retire the dead."""
@@ -1218,34 +892,6 @@ class ConnectionPool:
                 raise
             entry.last_used = monotonic()
             self._return(entry)
-
-    def _fill(self, now: float) -> None:
-        """Open connections up to min_size, and probe the server while the breaker is open."""
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                want = (self._size < self._min_size and not self._parked) or (
-                    self._down_since is not None and self._size < self._max_size
-                )
-                if not want:
-                    return
-                if self._down_since is not None:
-                    if self._attempt_in_flight or monotonic() < self._next_attempt:
-                        return
-                    self._attempt_begin_locked()
-                self._size += 1
-                self._filling += 1
-            try:
-                entry = self._open_connection(None)
-                if entry is not None:
-                    self._return(entry)  # to the first waiter, if any
-            finally:
-                with self._lock:
-                    self._filling -= 1
-                    self._grant_slots_locked()  # the callers that queued behind this connect
-            if entry is None:
-                return
 
     # -- whole-pool operations -------------------------------------------------------------
 
@@ -1272,7 +918,7 @@ class ConnectionPool:
         with self._lock:
             idle = self._take_all_idle_locked()
         self._ping_idle(idle, "check()")
-        self._fill(monotonic())
+        maintenance.fill(self, monotonic())
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the bounds; extra connections are closed as they come back."""
@@ -1284,7 +930,7 @@ class ConnectionPool:
             self.config = config
             self._min_size, self._max_size = config.min_size, config.max_size
             extra = max(0, self._size - self._max_size)
-            drop = [e for e in list(self._idle)[:extra] if _take(self._idle, e)]
+            drop = [e for e in list(self._idle)[:extra] if take(self._idle, e)]
             self._grant_slots_locked()
         for entry in drop:
             self._retire(entry, "connections_discarded")
@@ -1388,7 +1034,7 @@ class ConnectionPool:
             else:  # lent: the caller still holds it; make its socket harmless
                 self._driver.abandon_fd(entry.fd)
         self._inherited = {key: e for key, e in out.items()}
-        self._stats["connections_discarded_after_fork"] += len(entries)
+        self._counts["connections_discarded_after_fork"] += len(entries)
         if entries:
             lines = [
                 f"pool {self.name!r}: process {os.getpid()} was forked from {parent} holding "
@@ -1413,8 +1059,8 @@ class ConnectionPool:
             "in_use": in_use,
             "idle": len(self._idle),
             "waiting": len(self._waiters),
-            "breaker": "open" if self._down_since is not None else "closed",
-            "last_error": self._last_error,
+            "breaker": "open" if self._breaker.down_since is not None else "closed",
+            "last_error": self._breaker.last_error,
         }
 
     def _state_text(self) -> str:
@@ -1426,19 +1072,19 @@ class ConnectionPool:
     def _last_error_text(self) -> str:
         # only while the breaker is open: once a connect succeeded, the old error is history
         return (
-            f"; the last connect attempt failed with: {self._last_error}"
-            if self._last_error and self._down_since is not None
+            f"; the last connect attempt failed with: {self._breaker.last_error}"
+            if self._breaker.last_error and self._breaker.down_since is not None
             else ""
         )
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self._stats[name] += n
+            self._counts[name] += n
 
     def _timeout_error(self, waited: float) -> PoolTimeout:
         with self._lock:
-            self._stats["requests_errors"] += 1
-            self._stats["timeouts"] += 1
+            self._counts["requests_errors"] += 1
+            self._counts["timeouts"] += 1
         return PoolTimeout(
             f"pool {self.name!r}: no connection after {waited:.2f} s ({self._state_text()})"
             + self._last_error_text()
@@ -1448,11 +1094,12 @@ class ConnectionPool:
 
     def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
-        self._stats["requests_errors"] += 1
-        self._stats["requests_failed_fast"] += 1
-        down = monotonic() - self._down_since if self._down_since is not None else 0.0
-        error = _one_line(exc) if exc is not None else self._last_error
-        if self._denied is not None and self._down_since is not None:
+        self._counts["requests_errors"] += 1
+        self._counts["requests_failed_fast"] += 1
+        breaker = self._breaker
+        down = breaker.down_for(monotonic())
+        error = _one_line(exc) if exc is not None else breaker.last_error
+        if breaker.denied is not None and breaker.down_since is not None:
             return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
         return PoolUnavailable(
             f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
@@ -1460,19 +1107,14 @@ class ConnectionPool:
             snapshot=self._snapshot(),
         )
 
-    def _backoff_cap(self) -> float:
-        """backoff_max; or, while the server refuses this client (a configuration error that
-        no retry fixes until someone changes a setting), at least _DENIED_BACKOFF."""
-        cap = self.config.backoff_max
-        return cap if self._denied is None else max(cap, _DENIED_BACKOFF)
-
     def _denied_text(self, error: str | None, down: float) -> str:
         """The server answered and refused this client: say so, and what to fix."""
         return (
             f"pool {self.name!r}: the database server is reachable but refused the connection "
             f"({error}). This is a configuration error, not an outage: check "
-            f"{self._connect_setting(self._denied or '')}. Refused for {down:.2f} s; retried "
-            f"with backoff up to {self._backoff_cap():g} s, checkouts fail at once meanwhile"
+            f"{self._connect_setting(self._breaker.denied or '')}. Refused for {down:.2f} s; "
+            f"retried with backoff up to {self._breaker.backoff_cap():g} s, checkouts fail at "
+            "once meanwhile"
         )
 
     def _connect_setting(self, key: str) -> str:
@@ -1503,23 +1145,23 @@ class ConnectionPool:
         """Like get_stats(), and reset the counters."""
         with self._lock:
             stats = self._stats_locked()
-            self._stats.clear()
-            self._retired_uses = -sum(e.uses for e in self._entries.values())
+            self._stats.reset(self._live_uses_locked())
         return stats
 
     def _stats_locked(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {
+        gauges = {
             "pool_min": self._min_size,
             "pool_max": self._max_size,
             "pool_size": self._size,
             "pool_available": len(self._idle),
             "pool_in_use": len(self._out),
             "requests_waiting": len(self._waiters),
-            "breaker_open": int(self._down_since is not None),
-            "checkouts": self._retired_uses + sum(e.uses for e in self._entries.values()),
+            "breaker_open": int(self._breaker.down_since is not None),
         }
-        stats.update(self._stats)
-        return {**ZEROS, **stats}  # every canonical name, 0 until its event happens
+        return self._stats.report(gauges, self._live_uses_locked())
+
+    def _live_uses_locked(self) -> int:
+        return sum(e.uses for e in self._entries.values())
 
     def leases(self) -> Iterator[tuple[Entry, Lease]]:
         """The connections lent right now, with who holds them (for diagnostics)."""
@@ -1528,7 +1170,7 @@ class ConnectionPool:
         yield from items
 
     def __repr__(self) -> str:
-        breaker = "open" if self._down_since is not None else "closed"
+        breaker = "open" if self._breaker.down_since is not None else "closed"
         state = "closed" if self._closed else "open"
         return (
             f"<ConnectionPool {self.name!r} {state} {self._state_text()} breaker={breaker} "
@@ -1564,46 +1206,8 @@ class _Borrowed:
             pool.putconn(conn)
 
 
-def _collected_callback(pool: ConnectionPool, entry: Entry) -> Callable[[Any], None]:
-    pool_ref = weakref.ref(pool)
-    entry_ref = weakref.ref(entry)
-
-    def collected(_: Any) -> None:
-        # Runs inside the garbage collector, perhaps while this very thread holds the pool
-        # lock: only queue the entry; the next locked step frees the slot.
-        p, e = pool_ref(), entry_ref()
-        if p is not None and e is not None and e.lease is not None:
-            p._reclaim.append(e)
-
-    return collected
-
-
-def _referenced(entry: Entry) -> bool:
-    """The lent connection of *entry* still exists (without keeping a reference to it)."""
-    return entry.ref is not None and entry.ref() is not None
-
 class WrongRole(Exception):
     """A new connection reached a server of the wrong role (a connect failure)."""
-
-
-def _target_session_attrs(config: PoolConfig) -> str | None:
-    """target_session_attrs from the pool's kwargs or conninfo (keywords or URL)."""
-    value = config.kwargs.get("target_session_attrs")
-    if value is None and "target_session_attrs" in config.conninfo:
-        import re
-
-        found = re.search(r"target_session_attrs\s*=\s*'?([a-z-]+)", config.conninfo)
-        value = found.group(1) if found else None
-    return None if value is None else str(value)
-
-
-def _take(items: list[Entry], entry: Entry) -> bool:
-    """Remove *entry* from *items* atomically; False when another thread took it first."""
-    try:
-        items.remove(entry)
-    except ValueError:
-        return False
-    return True
 
 
 def _one_line(exc: BaseException | None) -> str:
@@ -1623,9 +1227,3 @@ def _replace(config: PoolConfig, **changes: Any) -> PoolConfig:
     import dataclasses
 
     return dataclasses.replace(config, **changes)
-
-
-def _psycopg_driver(connection_class: type) -> Driver:
-    from connguard.drivers.psycopg import PsycopgDriver
-
-    return PsycopgDriver(connection_class)

@@ -263,13 +263,13 @@ def test_backoff_formula(make_pool, server: FakeServer, monkeypatch: pytest.Monk
     pool = make_pool(max_size=1, backoff_initial=0.1, backoff_max=0.5, open=False)
     for rnd, expected in [(0.0, [0.05, 0.1, 0.2, 0.25, 0.25]), (1.0, [0.1, 0.2, 0.4, 0.5, 0.5])]:
         monkeypatch.setattr(pool_module.random, "random", lambda r=rnd: r)
-        pool._backoff = 0.0
+        pool._breaker.backoff = 0.0
         got = []
         for _ in range(5):
             with pool._lock:
                 pool._size += 1  # the slot the failed attempt held
             pool._connect_failed(OSError("refused"), time.monotonic())
-            got.append(pool._next_attempt - time.monotonic())
+            got.append(pool._breaker.next_attempt - time.monotonic())
         assert [round(g, 2) for g in got] == expected
 
 

@@ -206,10 +206,10 @@ def test_a_parent_that_forked_closes_its_idle_pool(
     """A pre-fork master (gunicorn --preload): the connections it opened before forking are
     idle for ever, beside the workers' own. Once it has forked and not used the pool for
     FORKED_PARENT_IDLE, it closes them (min_size too) until its next checkout."""
-    import connguard.pool as pool_module
+    import connguard.maintenance as maintenance_module
 
-    monkeypatch.setattr(pool_module, "FORKED_PARENT_IDLE", 0.3)
-    monkeypatch.setattr(pool_module.forking, "children_forked", 0)
+    monkeypatch.setattr(maintenance_module, "FORKED_PARENT_IDLE", 0.3)
+    monkeypatch.setattr(maintenance_module.forking, "children_forked", 0)
     pool = make_pool(min_size=2, max_size=3)
     pool.wait(5)
     pool.putconn(pool.getconn())
@@ -228,9 +228,9 @@ def test_a_parent_that_forked_closes_its_idle_pool(
 def test_a_forked_parent_that_keeps_using_its_pool_keeps_it(
     make_pool, server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connguard.pool as pool_module
+    import connguard.maintenance as maintenance_module
 
-    monkeypatch.setattr(pool_module, "FORKED_PARENT_IDLE", 0.5)
+    monkeypatch.setattr(maintenance_module, "FORKED_PARENT_IDLE", 0.5)
     pool = make_pool(min_size=1, max_size=2)
     pool.wait(5)
     assert run_in_child(lambda: "child") == {"ok": "child"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fakedb import FakeServer, wait_until
 
-import connguard.pool as pool_module
+import connguard.waiters as waiters_module
 from connguard import ConnectionPool, PoolUnavailable
 
 
@@ -93,7 +93,7 @@ class _InterruptingLock:
 
 
 def waiter_with(lock_class: type) -> type:
-    class Waiter(pool_module._Waiter):
+    class Waiter(waiters_module.Waiter):
         def __init__(self) -> None:
             super().__init__()
             self.lock = lock_class()
@@ -105,7 +105,7 @@ def waiter_with(lock_class: type) -> type:
 def test_interrupted_wait_leaves_the_queue(make_pool, monkeypatch: pytest.MonkeyPatch) -> None:
     pool = make_pool(max_size=1)
     held = pool.getconn()
-    monkeypatch.setattr(pool_module, "_Waiter", waiter_with(_InterruptingLock))
+    monkeypatch.setattr(waiters_module, "Waiter", waiter_with(_InterruptingLock))
     with pytest.raises(Interrupt):
         pool.getconn(timeout=5)
     monkeypatch.undo()
@@ -129,7 +129,7 @@ def test_wait_interrupted_right_after_the_grant_returns_the_connection(
             pool.putconn(held)  # hands the connection over to this waiter...
             raise Interrupt  # ...which is interrupted before it takes it
 
-    monkeypatch.setattr(pool_module, "_Waiter", waiter_with(GrantedThenInterrupted))
+    monkeypatch.setattr(waiters_module, "Waiter", waiter_with(GrantedThenInterrupted))
     with pytest.raises(Interrupt):
         pool.getconn(timeout=5)
     monkeypatch.undo()
@@ -151,7 +151,7 @@ def test_wait_interrupted_after_a_slot_grant_frees_the_slot(
             pool.discard(held)  # frees the slot: granted to this waiter...
             raise Interrupt  # ...which is interrupted before it connects
 
-    monkeypatch.setattr(pool_module, "_Waiter", waiter_with(SlotThenInterrupted))
+    monkeypatch.setattr(waiters_module, "Waiter", waiter_with(SlotThenInterrupted))
     with pytest.raises(Interrupt):
         pool.getconn(timeout=5)
     monkeypatch.undo()

@@ -15,7 +15,7 @@ import weakref
 import pytest
 from fakedb import FakeConnection, FakeServer, wait_until
 
-from connguard import PoolTimeout
+from connguard import PoolTimeout, leaks
 
 
 def stat(pool, name: str) -> int:
@@ -256,12 +256,10 @@ def test_a_thread_that_takes_a_connection_while_the_reaper_looks_is_not_reaped(
 ) -> None:
     """The reaper's list of live threads is a snapshot; a thread born after it that takes a
     connection at once must not count as dead."""
-    import connguard.pool as pool_module
-
     pool = make_pool(max_size=3)
     pool.putconn(pool.getconn())
     mine = pool.getconn()  # a lease to look at, held by a live thread
-    real = pool_module.live_thread_idents
+    real = leaks.live_thread_idents
     got: list = []
     taken, release = threading.Event(), threading.Event()
 
@@ -282,8 +280,8 @@ def test_a_thread_that_takes_a_connection_while_the_reaper_looks_is_not_reaped(
             assert taken.wait(5)
         return alive
 
-    monkeypatch.setattr(pool_module, "live_thread_idents", snapshot_then_newcomer)
-    pool._reap(time.monotonic())
+    monkeypatch.setattr(leaks, "live_thread_idents", snapshot_then_newcomer)
+    leaks.reap(pool, time.monotonic())
     monkeypatch.undo()
     release.set()
     wait_until(lambda: "ok" in got or not server.is_open(got[0]), timeout=5)
@@ -310,7 +308,7 @@ def test_the_reaper_never_sees_a_lease_being_filled(
     real_ident = pool_module.get_ident
 
     def reap_then_ident() -> int:
-        pool._reap(time.monotonic())
+        leaks.reap(pool, time.monotonic())
         return real_ident()
 
     monkeypatch.setattr(pool_module, "get_ident", reap_then_ident)

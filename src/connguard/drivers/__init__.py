@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from connguard.drivers.base import Driver, Role, TxStatus
+from connguard.drivers.base import Driver, Role, RolePolicy, TxStatus
 
-__all__ = ["Driver", "Role", "TxStatus", "get_driver"]
+__all__ = ["Driver", "Role", "RolePolicy", "TxStatus", "get_driver"]
 
 
-def get_driver(name: str | Driver) -> Driver:
-    """Return the driver called *name* (``"psycopg"`` or ``"psycopg2"``), or *name* itself."""
+def get_driver(name: str | Driver, connection_class: type | None = None) -> Driver:
+    """Return the driver called *name* (``"psycopg"`` or ``"psycopg2"``), or *name* itself.
+
+    A *connection_class* (psycopg_pool's option of that name: a ``psycopg.Connection``
+    subclass) means psycopg 3 with that class, whatever *name* says."""
+    if connection_class is not None:
+        from connguard.drivers.psycopg import PsycopgDriver
+
+        return PsycopgDriver(connection_class)
     if isinstance(name, Driver):
         return name
     if name in ("psycopg", "psycopg3"):

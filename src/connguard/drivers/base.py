@@ -6,9 +6,10 @@ import contextlib
 import enum
 import math
 import os
+import re
 import select
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TxStatus(enum.IntEnum):
@@ -174,6 +175,23 @@ def _devnull() -> int:
     return _devnull_fd
 
 
+class RolePolicy(NamedTuple):
+    """Which servers a pool's connections may be on (see :meth:`Driver.role_policy`)."""
+
+    needs_primary: bool  # lend connections to a writable primary only
+    check_new_role: bool  # ask a new connection's role (the driver's connect did not)
+    roles_ok: tuple[Role, ...]  # the roles that count as a primary
+
+
+def target_session_attrs(conninfo: str, kwargs: Mapping[str, Any]) -> str | None:
+    """libpq's target_session_attrs from *kwargs* or *conninfo* (keywords or URL)."""
+    value = kwargs.get("target_session_attrs")
+    if value is None and "target_session_attrs" in conninfo:
+        found = re.search(r"target_session_attrs\s*=\s*'?([a-z-]+)", conninfo)
+        value = found.group(1) if found else None
+    return None if value is None else str(value)
+
+
 class Driver:
     """Base driver: subclasses implement connect, status, rollback and ping for one library."""
 
@@ -273,6 +291,20 @@ class Driver:
         if str(in_recovery).lower() in ("t", "true"):
             return Role.STANDBY
         return Role.READ_ONLY if str(read_only).lower() == "on" else Role.PRIMARY
+
+    def role_policy(
+        self, conninfo: str, kwargs: Mapping[str, Any], require_primary: bool | None
+    ) -> RolePolicy:
+        """What the pool must check of the server's role. *require_primary* (the pool
+        option) wins when set; else libpq's ``target_session_attrs`` read-write or primary
+        asks for a primary, and libpq then checks a new connection itself."""
+        attrs = target_session_attrs(conninfo, kwargs)
+        libpq_checks = attrs in ("read-write", "primary")
+        needs = require_primary if require_primary is not None else libpq_checks
+        # target_session_attrs=primary means "not in recovery", as libpq checks it: a primary
+        # that is read-only still counts (only read-write also refuses that one)
+        ok = (Role.PRIMARY, Role.READ_ONLY) if attrs == "primary" else (Role.PRIMARY,)
+        return RolePolicy(needs, needs and not libpq_checks, ok)
 
     def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
         """The first row of *sql* on an idle *conn*, bounded by *timeout*, leaving no

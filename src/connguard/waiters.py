@@ -1,0 +1,108 @@
+"""The waiter queue: callers that found no idle connection, and what the pool tells them.
+
+The pool's locked step for such a caller (``ConnectionPool._reserve``) answers with a
+:class:`Verdict`, one meaning: what the caller does next, outside the lock — look at the idle
+list again, open a connection with the slot it now holds, wait for a probe of the server to
+end, or wait in the queue. A queued :class:`Waiter` is later granted a connection, or a slot
+to connect with, or woken because the pool closed or the breaker opened. Hand-off is oldest
+caller first (:func:`hand_over`); the newest connection goes first (the idle list is a stack).
+
+Nothing here blocks while holding the pool's lock, and nothing does I/O; a second front end
+(asyncio) would keep the verdicts and replace :class:`Waiter`'s lock with a future.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from connguard.entry import Entry
+
+
+class Next(enum.Enum):
+    """What a caller without an idle connection does next."""
+
+    RETRY = "retry"  # an idle connection is back (or a fork changed the lists): look again
+    CONNECT = "connect"  # it holds a slot: open a connection
+    AWAIT_PROBE = "await probe"  # wait for the connect attempt under way, then ask again
+    QUEUED = "queued"  # it is in the queue: wait for a grant
+
+
+class Verdict:
+    """The answer of the pool's locked step: :attr:`next`, and what to wait on."""
+
+    __slots__ = ("event", "next", "waiter")
+
+    def __init__(
+        self,
+        next: Next,
+        event: threading.Event | None = None,
+        waiter: Waiter | None = None,
+    ) -> None:
+        self.next = next
+        self.event = event
+        self.waiter = waiter
+
+    @classmethod
+    def await_probe(cls, event: threading.Event) -> Verdict:
+        return cls(Next.AWAIT_PROBE, event=event)
+
+    @classmethod
+    def queued(cls, waiter: Waiter) -> Verdict:
+        return cls(Next.QUEUED, waiter=waiter)
+
+
+RETRY = Verdict(Next.RETRY)
+CONNECT = Verdict(Next.CONNECT)
+
+
+class Waiter:
+    """A queued getconn(): granted either a connection entry or a slot to connect with, or
+    told that the breaker is open (``down``: fail fast rather than connect)."""
+
+    __slots__ = ("closed", "down", "entry", "lock", "slot")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.entry: Entry | None = None
+        self.slot = False
+        self.closed = False
+        self.down = False
+
+    def wake_closed(self) -> None:
+        self.closed = True
+        self.lock.release()
+
+    def wake_down(self) -> None:
+        self.down = True
+        self.lock.release()
+
+    def grant(self, entry: Entry | None) -> None:
+        if entry is None:
+            self.slot = True
+        else:
+            self.entry = entry
+        self.lock.release()
+
+
+def hand_over(waiters: deque[Waiter], idle: list[Entry]) -> None:
+    """Give idle connections to queued callers, oldest caller first (pool lock held)."""
+    while waiters:
+        try:
+            entry = idle.pop()
+        except IndexError:
+            return
+        waiters.popleft().grant(entry)
+
+
+def leave(waiters: deque[Waiter], waiter: Waiter) -> bool:
+    """Take *waiter* out of the queue; False when it was granted or woken meanwhile."""
+    try:
+        waiters.remove(waiter)
+    except ValueError:
+        return False
+    return True
