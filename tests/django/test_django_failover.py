@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connguard.demo import harness
-from connguard.demo.failover import WORKERS
+from connguard.demo.scenarios.failover import WORKERS
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
 

@@ -1,0 +1,34 @@
+"""The server ends idle sessions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from connguard.demo.load import mixed_paths
+from connguard.demo.registry import scenario
+from connguard.demo.results import Result
+from connguard.demo.runner import Harness
+
+
+@scenario(
+    "idle_timeout",
+    "gunicorn gthread -w 2 --threads 4, CONN_MAX_AGE=600, idle_session_timeout=1s on the "
+    "database: warm up, stay idle 2.5 s, send requests",
+    defaults={"CONN_MAX_AGE": 600},
+    stock_failure="requests on connections the server timed out fail "
+                  "('terminating connection due to idle-session timeout')",
+)
+def _scenario_idle_timeout(h: Harness, settings: dict[str, Any], result: Result) -> None:
+    h.prepare(settings)
+    h.set_database_config(idle_session_timeout="1s")
+    srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
+    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
+    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    result.details["connections_before_idle"] = h.connections()
+    time.sleep(2.5)
+    with h.monitor() as mon:
+        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
+    result.add_load(load)
+    result.peak_server_connections = mon.peak
+    result.lost = h.lost_writes(load.acked_tokens)
