@@ -37,10 +37,6 @@ DEFAULT_DB_SETTINGS: dict[str, Any] = {
 }
 
 
-#: How PostgreSQL refuses a connection when max_connections is exhausted ("too many
-#: clients" for superusers, "reserved for ... superuser" slots message for other roles).
-TOO_MANY_CONNECTIONS = ("too many clients", "remaining connection slots are reserved")
-
 
 class HarnessError(RuntimeError):
     """A process did not start / become ready, or a helper command failed."""

@@ -69,14 +69,12 @@ from connguard.demo.runner import (
     scenario_database,
 )
 from connguard.demo.scenarios import FAILURE_SCENARIOS
+from connguard.demo.targets import create_database, drop_database, server_target
+from connguard.demo.targets.base import AdminConnection, ConnectionMonitor, ServerTarget
+from connguard.demo.targets.mariadb import MariaDBTarget
 from connguard.demo.targets.postgresql import (
-    AdminConnection,
-    ConnectionMonitor,
     DbTarget,
-    count_lost_writes,
-    count_server_connections,
-    create_database,
-    drop_database,
+    PostgresTarget,
     make_conninfo,
     parse_conninfo,
     set_database_config,
@@ -99,12 +97,13 @@ __all__ = [
     "HttpServer",
     "LoadResult",
     "ManagedProcess",
+    "MariaDBTarget",
+    "PostgresTarget",
     "Result",
     "Scenario",
     "ScenarioUnsupported",
+    "ServerTarget",
     "check_response",
-    "count_lost_writes",
-    "count_server_connections",
     "create_database",
     "django_env",
     "drop_database",
@@ -120,6 +119,7 @@ __all__ = [
     "run_scenario",
     "scenario",
     "scenario_database",
+    "server_target",
     "set_database_config",
     "unavailable_here",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from connguard.demo.report import SCENARIOS, Report
+from connguard.demo.report import Report
 
 PLOT_MISSING = (
     "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
@@ -34,7 +34,7 @@ def plot(report: Report, path: str) -> str | None:
     except ImportError:
         return PLOT_MISSING
     names = report.names()
-    labels = [SCENARIOS.get(n, n) for n in names]
+    labels = [report.label(n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.55 * len(names) + 2.2), sharey=True)
     ys = range(len(names))
     for ax, metric, title in (
@@ -56,7 +56,7 @@ def plot(report: Report, path: str) -> str | None:
     ax1.set_yticks(list(ys), labels, fontsize=9)
     ax1.invert_yaxis()
     ax1.legend(loc="lower right")
-    fig.suptitle("connguard demo: Django's stock PostgreSQL backend vs connguard")
+    fig.suptitle(f"connguard demo: Django's stock {report.database} backend vs connguard")
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)

@@ -26,7 +26,7 @@ from connguard.demo.base import (
     HarnessError,
 )
 from connguard.demo.load import http_get
-from connguard.demo.targets.postgresql import DbTarget
+from connguard.demo.targets.base import Target
 
 # --------------------------------------------------------------------------------------
 # Environment and processes
@@ -54,7 +54,7 @@ def _import_root() -> str | None:
     return None if root in installed else root
 
 
-def django_env(target: DbTarget, settings: Mapping[str, Any] | None = None, *,
+def django_env(target: Target, settings: Mapping[str, Any] | None = None, *,
                app_name: str | None = None, **flags: Any) -> dict[str, str]:
     """Environment for a project process.
 

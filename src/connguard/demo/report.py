@@ -19,7 +19,18 @@ SCENARIOS: dict[str, str] = {
     "silent_drop": "network silently drops idle flows",
     "failover": "primary fails over to its standby",
 }
-#: Scenarios that restart the server, change its settings or end its sessions: not run on a
+#: ``connguard demo --database mariadb``: the scenarios that make sense on MariaDB.
+MARIADB_SCENARIOS: dict[str, str] = {
+    "preload_ready": "gunicorn --preload, query in ready()",
+    "fork_import": "import-time query, then os.fork()",
+    "restart": "MariaDB restart",
+    "idle_timeout": "wait_timeout=1",
+    "terminate": "KILL of every app connection",
+    "flood_gthread": "100 slow requests, max_connections=20",
+    "longtask": "long task idle past wait_timeout",
+    "kill_in_tx": "KILL inside a transaction",
+    "outage": "server down for 3 s",
+}
 
 
 @dataclass
@@ -46,9 +57,15 @@ class Row:
 class Report:
     rows: dict[tuple[str, str], Row] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: the scenarios' labels (the PostgreSQL demo's by default)
+    labels: dict[str, str] = field(default_factory=lambda: dict(SCENARIOS))
+    database: str = "PostgreSQL"
 
     def add(self, row: Row) -> None:
         self.rows[(row.name, row.engine)] = row
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, name)
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(name for name, _ in self.rows))

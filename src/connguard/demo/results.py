@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connguard.demo.base import TOO_MANY_CONNECTIONS
 from connguard.demo.load import LoadResult, error_key
+from connguard.demo.targets import mariadb, postgresql
 
 # --------------------------------------------------------------------------------------
 # Scenarios
@@ -42,8 +42,9 @@ class Result:
         return any(n in msg.lower() for msg in self.error_samples for n in lowered)
 
     def has_too_many_connections(self) -> bool:
-        """The server refused connections for lack of slots (superuser or not)."""
-        return self.has_error(*TOO_MANY_CONNECTIONS)
+        """The server refused connections for lack of slots (PostgreSQL: superuser or not;
+        MariaDB: 1040 or max_user_connections)."""
+        return self.has_error(*postgresql.TOO_MANY_CONNECTIONS, *mariadb.TOO_MANY_CONNECTIONS)
 
     def add_load(self, load: LoadResult) -> None:
         self.requests += load.requests

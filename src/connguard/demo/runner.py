@@ -21,7 +21,6 @@ from connguard.demo.base import (
     DEFAULT_DB_SETTINGS,
     N_ITEMS,
     PYTHON,
-    STOCK_ENGINE,
     WSGI_APP,
     HarnessError,
     ScenarioUnsupported,
@@ -38,15 +37,9 @@ from connguard.demo.processes import (
 )
 from connguard.demo.registry import SCENARIOS, unavailable_here
 from connguard.demo.results import Result
-from connguard.demo.targets.postgresql import (
-    ConnectionMonitor,
-    DbTarget,
-    count_lost_writes,
-    count_server_connections,
-    create_database,
-    drop_database,
-    set_database_config,
-)
+from connguard.demo.targets import create_database, drop_database, server_target
+from connguard.demo.targets.base import ConnectionMonitor
+from connguard.demo.targets.postgresql import DbTarget, set_database_config
 
 # --------------------------------------------------------------------------------------
 # Harness
@@ -57,15 +50,19 @@ class Harness:
 
     Logs go to ``log_dir`` (default: a temp dir removed on exit unless ``CG_KEEP_LOGS`` is set).
 
-    ``with Harness(pg_server, "dbname") as h: h.prepare(); srv = h.gunicorn(h.env()) ...``
+    ``with Harness(server, "dbname") as h: h.prepare(); srv = h.gunicorn(h.env()) ...``
+
+    ``server`` is the rig's ``PostgresServer`` or ``MariaDBServer`` (or a
+    :class:`~connguard.demo.targets.base.ServerTarget`); ``h.db`` drives it in its own SQL.
     """
 
-    def __init__(self, pg_server: Any, database: str, *, log_dir: Path | None = None,
+    def __init__(self, server: Any, database: str, *, log_dir: Path | None = None,
                  quick: bool = False):
-        self.pg_server = pg_server
+        self.server = server
+        self.db = server_target(server)
         #: smaller loads and shorter sleeps in the scenarios that support it (demo --quick)
         self.quick = quick
-        self.target = DbTarget.from_server(pg_server, database)
+        self.target = self.db.target(database)
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="cg-django-"))
         self.processes: list[ManagedProcess] = []
@@ -81,9 +78,9 @@ class Harness:
         return max(8, n * 2 // 5) if self.quick else n
 
     def terminate(self) -> int:
-        """``pg_terminate_backend`` every server connection of the project's processes
-        (``pg_server.terminate(like="<app_name>:%")``); returns how many."""
-        return int(self.pg_server.terminate(like=f"{self.app_name}:%"))
+        """End every server session of the project's processes (``pg_terminate_backend``,
+        ``KILL CONNECTION``); returns how many."""
+        return self.db.terminate(self.target.dbname, self.app_name)
 
     def migrate(self, settings: Mapping[str, Any] | None = None, timeout: float = 120,
                 database: str = "default", **flags: Any) -> None:
@@ -92,12 +89,7 @@ class Harness:
                    "--database", database, timeout=timeout, cwd=self.log_dir)
 
     def seed(self, n: int = N_ITEMS) -> None:
-        self.target.execute(
-            "INSERT INTO cg_item (key, value) SELECT 'k' || lpad(i::text, 4, '0'), "
-            "'value-of-k' || lpad(i::text, 4, '0') FROM generate_series(0, %s) AS i "
-            "ON CONFLICT (key) DO NOTHING",
-            [n - 1],
-        )
+        self.db.seed(self.target, n)
 
     def is_migrated(self) -> bool:
         """The target database has the project's latest migration (e.g. a copy of a
@@ -114,7 +106,7 @@ class Harness:
                 **flags: Any) -> None:
         """Migrate and seed the target database (and ``other``, with ``DB_OTHER_NAME``)."""
         # Migrations always run on the stock engine: the scenario is about the servers.
-        stock = {**(settings or {}), "ENGINE": STOCK_ENGINE, "OPTIONS": {}}
+        stock = {**(settings or {}), "ENGINE": self.db.stock_engine, "OPTIONS": {}}
         if not self.is_migrated():
             self.migrate(stock, **flags)
         if flags.get("DB_OTHER_NAME"):
@@ -125,23 +117,30 @@ class Harness:
     def other_database(self) -> Iterator[str]:
         """A second database next to the target, for the ``other`` alias (dropped after)."""
         name = f"{self.target.dbname[:55]}_o"
-        create_database(self.pg_server, name)
+        self.db.create_database(name)
         try:
             yield name
         finally:
-            drop_database(self.pg_server, name)
+            self.db.drop_database(name)
 
     def set_database_config(self, **gucs: Any) -> None:
+        """PostgreSQL settings for sessions on the target database (``ALTER DATABASE``)."""
+        assert isinstance(self.target, DbTarget), "ALTER DATABASE ... SET is PostgreSQL's"
         set_database_config(self.target, **gucs)
 
-    def lost_writes(self, tokens: Sequence[str]) -> int:
-        return count_lost_writes(self.target, tokens)
+    def set_idle_timeout(self, seconds: int) -> None:
+        """The server ends sessions idle for ``seconds`` (idle_session_timeout, wait_timeout)."""
+        self.db.set_idle_timeout(self.target, seconds)
 
-    def monitor(self, **kwargs: Any) -> ConnectionMonitor:
-        return ConnectionMonitor(self.target, **kwargs)
+    def lost_writes(self, tokens: Sequence[str], table: str = "cg_write") -> int:
+        return self.db.lost_writes(self.target, tokens, table)
+
+    def monitor(self, dbname: str | None = None, **kwargs: Any) -> ConnectionMonitor:
+        return ConnectionMonitor(self.db, dbname or self.target.dbname, **kwargs)
 
     def connections(self) -> int:
-        return count_server_connections(self.target)
+        with self.db.admin() as conn:
+            return self.db.count_connections(conn, self.target.dbname)
 
     # processes ---------------------------------------------------------------------------
     def _track(self, proc: ManagedProcess) -> ManagedProcess:
@@ -229,15 +228,16 @@ class Harness:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+        self.db.reset()
         if self._own_log_dir and not os.environ.get("CG_KEEP_LOGS"):
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 
-def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server: Any, *,
+def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, server: Any, *,
                  database: str | None = None, log_dir: Path | None = None,
                  template: str | None = None, quick: bool = False) -> Result:
-    """Run scenario ``name`` against ``pg_server`` and return its :class:`Result`.
+    """Run scenario ``name`` against ``server`` and return its :class:`Result`.
 
     ``engine_settings`` overlays ``DATABASES["default"]`` keys (ENGINE, CONN_MAX_AGE,
     CONN_HEALTH_CHECKS, OPTIONS — OPTIONS replaces the scenario's whole) on the scenario's
@@ -248,19 +248,21 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server
     :class:`ScenarioUnsupported` when the scenario cannot run here.
     """
     spec = SCENARIOS[name]
-    settings: dict[str, Any] = {**DEFAULT_DB_SETTINGS, **spec.defaults, **(engine_settings or {})}
+    stock = {"ENGINE": server_target(server).stock_engine}
+    settings: dict[str, Any] = {**DEFAULT_DB_SETTINGS, **stock, **spec.defaults,
+                                **(engine_settings or {})}
     reason = unavailable_here(name) or (spec.requires(settings) if spec.requires else None)
     if reason:
         raise ScenarioUnsupported(f"{name}: {reason}")
     created = database is None
     if database is None:
         database = f"cg_{name}_{uuid.uuid4().hex[:8]}"[:63]
-        create_database(pg_server, database, template=template)
+        create_database(server, database, template=template)
     result = Result(scenario=name, engine=str(settings["ENGINE"]))
     result.details["settings"] = settings
     started = time.monotonic()
     try:
-        with Harness(pg_server, database, log_dir=log_dir, quick=quick) as h:
+        with Harness(server, database, log_dir=log_dir, quick=quick) as h:
             if log_dir is not None or os.environ.get("CG_KEEP_LOGS"):
                 result.details["log_dir"] = str(h.log_dir)
             try:
@@ -272,7 +274,7 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, pg_server
     finally:
         result.duration = time.monotonic() - started
         if created:
-            drop_database(pg_server, database)
+            drop_database(server, database)
     return result
 
 
@@ -282,23 +284,23 @@ def latest_migration() -> str:
     return max(p.stem for p in folder.glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
-def prepare_template(pg_server: Any, name: str, *, log_dir: Path | None = None) -> str:
+def prepare_template(server: Any, name: str, *, log_dir: Path | None = None) -> str:
     """Create database ``name``, migrated and seeded: scenarios given ``template=name`` start
     from a copy of it (``CREATE DATABASE ... TEMPLATE``) instead of migrating their own.
     Nothing may stay connected to it (the harness closes its own connections)."""
-    create_database(pg_server, name)
-    with Harness(pg_server, name, log_dir=log_dir) as h:
+    create_database(server, name)
+    with Harness(server, name, log_dir=log_dir) as h:
         h.prepare()
     return name
 
 
 @contextlib.contextmanager
-def scenario_database(pg_server: Any, prefix: str = "cg_demo",
+def scenario_database(server: Any, prefix: str = "cg_demo",
                       template: str | None = None) -> Iterator[str]:
     """A fresh database for ad-hoc use, a copy of ``template`` if given (dropped afterwards)."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    create_database(pg_server, name, template=template)
+    create_database(server, name, template=template)
     try:
         yield name
     finally:
-        drop_database(pg_server, name)
+        drop_database(server, name)

@@ -26,8 +26,11 @@ def wrap(text: str, width: int, indent: int = 0, first: int = 0) -> list[str]:
 class Out:
     """Progress lines and tables: rich on a terminal when installed, plain text otherwise."""
 
-    def __init__(self, stream: TextIO, color: bool) -> None:
+    def __init__(self, stream: TextIO, color: bool,
+                 labels: dict[str, str] | None = None) -> None:
         self.stream = stream
+        #: the scenario labels progress lines are aligned to
+        self.labels = labels if labels is not None else SCENARIOS
         self.console: Any = None
         if color and stream.isatty() and importlib.util.find_spec("rich") is not None:
             from rich.console import Console
@@ -59,10 +62,10 @@ class Out:
 
     def progress(self, row: Row, label: str) -> None:
         if self.console is not None:
-            for text, style in progress_lines(row, label, self.console.width):
+            for text, style in progress_lines(row, label, self.console.width, self.labels):
                 self.console.print(text, style=style, markup=False, overflow="ignore", crop=False)
             return
-        width = max(len(text) for text in SCENARIOS.values())
+        width = max(len(text) for text in self.labels.values())
         if row.problem:
             prefix = f"  {row.engine:<9}  {label:<{width}}  could not run: "
             self.text(prefix + row.problem, "yellow", indent=13)
@@ -92,7 +95,8 @@ def _numbers(row: Row, gap: str) -> str:
     ))  # fmt: skip
 
 
-def progress_lines(row: Row, label: str, width: int) -> list[tuple[str, str]]:
+def progress_lines(row: Row, label: str, width: int,
+                   labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """One scenario's result on a terminal *width* columns wide: ``(text, style)`` lines.
     The engine is the section's heading; a label too long for the line wraps at word
     boundaries under itself, never cut; a problem or error text wraps likewise."""
@@ -101,7 +105,7 @@ def progress_lines(row: Row, label: str, width: int) -> list[tuple[str, str]]:
         text = f"-- {label}: could not run: {row.problem}"
         return [(text, "yellow") for text in wrap(text, width, indent=3)]
     numbers = _numbers(row, gap=" ")
-    longest = max(len(text) for text in SCENARIOS.values())
+    longest = max(len(text) for text in (labels or SCENARIOS).values())
     room = width - 3 - 2 - len(numbers)
     words = max(len(word) for word in label.split()) if label.split() else 0
     label_width = max(min(longest, room), words, 8)
@@ -153,7 +157,7 @@ def table_layout(report: Report, width: int | None = None) -> list[list[tuple[st
     scenario names wrapped at word boundaries (never cut), the legend wrapped to the width.
     """
     names = report.names()
-    labels = [SCENARIOS.get(n, n) for n in names]
+    labels = [report.label(n) for n in names]
     label_width = max([len(label) for label in labels] + [8])
     widths = [4, 4, 6, 5, 5]
     sep = " "

@@ -51,7 +51,7 @@ def _collect_tasks(worker: CeleryWorker, sent: list[tuple[str, str, Any]], resul
 )
 def _scenario_celery_idle(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
-    h.set_database_config(idle_session_timeout="1s")
+    h.set_idle_timeout(1)
     env = h.env(settings, CELERY_DB_REUSE_MAX=1000)
     worker = h.celery_worker(env, concurrency=2)
     tag = uuid.uuid4().hex[:8]

@@ -32,7 +32,8 @@ from connguard.demo.load import http_get
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import DbTarget, create_database
+from connguard.demo.targets import create_database
+from connguard.demo.targets.postgresql import DbTarget
 
 WORKERS = 2
 CLIENTS = 4

@@ -11,7 +11,6 @@ from connguard.demo.processes import HttpServer
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import _reset_server_config, _set_server_config
 
 
 # Flood sizing note: the harness's ConnectionMonitor holds one of the 20 slots, so the app
@@ -24,15 +23,11 @@ def _flood(h: Harness, settings: dict[str, Any], result: Result, *,
     h.prepare(settings)
     env = h.env(settings, **dict(flags or {}))
     srv = start(env)
-    _set_server_config(h.pg_server, max_connections=max_connections)
-    try:
-        with h.monitor() as mon:
-            load = h.load(srv, [path] * n, concurrency=n, timeout=30, deadline=20)
-        result.add_load(load)
-        result.peak_server_connections = mon.peak
-        result.details["max_connections"] = max_connections
-    finally:
-        _reset_server_config(h.pg_server, h.target, max_connections=max_connections)
+    with h.db.max_connections(h.target, max_connections), h.monitor() as mon:
+        load = h.load(srv, [path] * n, concurrency=n, timeout=30, deadline=20)
+    result.add_load(load)
+    result.peak_server_connections = mon.peak
+    result.details["max_connections"] = max_connections
 
 
 @scenario(
@@ -81,8 +76,7 @@ def _scenario_flood_gevent(h: Harness, settings: dict[str, Any], result: Result)
 def _scenario_asgi_persistent(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
     srv = h.uvicorn(h.env(settings), workers=1)
-    _set_server_config(h.pg_server, max_connections=20)
-    try:
+    with h.db.max_connections(h.target, 20):
         with h.monitor() as mon:
             load = h.load(srv, mixed_paths(150, prefix="/async"), concurrency=4, timeout=15,
                           deadline=20)
@@ -93,5 +87,3 @@ def _scenario_asgi_persistent(h: Harness, settings: dict[str, Any], result: Resu
         srv.stop()
         result.lost = h.lost_writes(load.acked_tokens)
         result.details["max_connections"] = 20
-    finally:
-        _reset_server_config(h.pg_server, h.target, max_connections=20)

@@ -21,7 +21,7 @@ from connguard.demo.runner import Harness
 )
 def _scenario_idle_timeout(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
-    h.set_database_config(idle_session_timeout="1s")
+    h.set_idle_timeout(1)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
     warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}

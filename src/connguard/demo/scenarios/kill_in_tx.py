@@ -14,16 +14,13 @@ from connguard.demo.runner import Harness
 
 
 def _backend_running(h: Harness, needle: str, timeout: float = 5.0) -> int | None:
-    """The pid of the backend on the target database whose query contains ``needle``."""
+    """The session (backend pid, connection id) on the target database whose statement
+    contains ``needle``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = h.target.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
-            "AND query LIKE %s AND pid <> pg_backend_pid()",
-            [h.target.dbname, f"%{needle}%"], dbname="postgres",
-        )
-        if rows:
-            return int(rows[0][0])
+        session = h.db.running_session(h.target.dbname, needle)
+        if session is not None:
+            return session
         time.sleep(0.02)
     return None
 
@@ -50,9 +47,9 @@ def _scenario_kill_in_tx(h: Harness, settings: dict[str, Any], result: Result, *
             token = f"tx-{tag}-{i}"
             sent = time.monotonic()
             future = pool.submit(http_get, f"{srv.base_url}/txn/{token}/4000", 15.0)
-            pid = _backend_running(h, "pg_sleep")
+            pid = _backend_running(h, "sleep(")
             if pid is not None:
-                h.target.execute("SELECT pg_terminate_backend(%s)", [pid], dbname="postgres")
+                h.db.kill_session(pid)
             status, data, err = future.result(timeout=20)
             rows = h.target.execute("SELECT token FROM cg_write WHERE token LIKE %s",
                                     [f"{token}-%"])

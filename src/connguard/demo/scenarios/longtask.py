@@ -18,7 +18,7 @@ from connguard.demo.runner import Harness
 )
 def _scenario_longtask(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
-    h.set_database_config(idle_session_timeout="1s")
+    h.set_idle_timeout(1)
     proc = h.manage(h.env(settings), "longtask", "--sleep", "2.5", timeout=30)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     report = json.loads(lines[-1]) if lines else {}

@@ -10,7 +10,6 @@ from connguard.demo.load import short
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import drop_database
 
 
 @scenario(
@@ -38,13 +37,10 @@ def _scenario_manage_test(h: Harness, settings: dict[str, Any], result: Result) 
         result.add_error(f"manage.py test exited {proc.returncode}: {short(output[-600:], 400)}")
     if "being accessed by other users" in output:
         result.add_error("database is being accessed by other users")
-    leftovers = h.target.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s OR datname LIKE %s",
-        [f"test_{h.target.dbname}%", f"test_{other}%"], dbname="postgres",
-    )
+    leftovers = h.db.databases(f"test_{h.target.dbname}") + h.db.databases(f"test_{other}")
     result.details["exit_code"] = proc.returncode
-    result.details["leftover_test_databases"] = [r[0] for r in leftovers]
-    for (name,) in leftovers:
+    result.details["leftover_test_databases"] = leftovers
+    for name in leftovers:
         result.add_error(f"test database {name} was not dropped")
-        drop_database(h.pg_server, name)
+        h.db.drop_database(name)
     result.details["output_tail"] = output[-1500:]

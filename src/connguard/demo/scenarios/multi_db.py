@@ -8,7 +8,6 @@ from connguard.demo.load import http_get, mixed_paths
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import ConnectionMonitor, DbTarget, count_lost_writes
 
 
 @scenario(
@@ -24,9 +23,7 @@ def _scenario_multi_db(h: Harness, settings: dict[str, Any], result: Result) -> 
         h.prepare(settings, DB_OTHER_NAME=other)
         srv = h.gunicorn(h.env(settings, DB_OTHER_NAME=other), worker_class="gthread",
                          workers=2, threads=4)
-        other_target = DbTarget(h.target.host, h.target.port, h.target.user,
-                                h.target.password, other)
-        other_mon = ConnectionMonitor(other_target).start()
+        other_mon = h.monitor(other).start()
         try:
             with h.monitor() as mon:
                 load = h.load(srv, mixed_paths(120, write_every=2, write="multi"),
@@ -36,8 +33,8 @@ def _scenario_multi_db(h: Harness, settings: dict[str, Any], result: Result) -> 
         result.add_load(load)
         result.peak_server_connections = mon.peak + other_mon.peak
         result.details["peak_by_database"] = {"default": mon.peak, "other": other_mon.peak}
-        result.lost = h.lost_writes(load.acked_tokens) + count_lost_writes(
-            other_target, load.acked_tokens, table="cg_event")
+        result.lost = h.lost_writes(load.acked_tokens) + h.db.lost_writes(
+            h.db.target(other), load.acked_tokens, table="cg_event")
         pools_by_pid: dict[int, list[str]] = {}
         for _ in range(40):  # bounded: until both workers answered
             status, data, _err = http_get(srv.base_url + "/pools", timeout=5)

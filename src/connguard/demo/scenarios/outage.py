@@ -26,7 +26,7 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
     warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     outage = LoadResult()
-    h.pg_server.stop("fast")
+    h.db.stop()
     try:
         ends = time.monotonic() + outage_seconds
         for _ in range(40):  # bounded: at most 40 batches of 4 during the outage
@@ -35,7 +35,7 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
             outage.merge(h.load(srv, mixed_paths(4), concurrency=4, timeout=5, deadline=5))
             time.sleep(0.1)
     finally:
-        h.pg_server.start()
+        h.db.start()
     result.details["outage"] = {
         "requests": outage.requests, "errors": outage.errors, "ok": outage.ok,
         "max_latency": round(outage.max_latency, 3),

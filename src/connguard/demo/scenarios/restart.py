@@ -8,7 +8,6 @@ from connguard.demo.load import mixed_paths
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import _restart_server
 
 
 @scenario(
@@ -24,7 +23,7 @@ def _scenario_restart(h: Harness, settings: dict[str, Any], result: Result) -> N
     result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
     with h.monitor() as mon:
         result.details["connections_before_restart"] = h.connections()
-        _restart_server(h.pg_server)
+        h.db.restart()
         load = h.load(srv, mixed_paths(h.size(40)), concurrency=4, timeout=10, deadline=15)
     result.add_load(load)
     result.peak_server_connections = mon.peak

@@ -9,7 +9,7 @@ from connguard.demo.load import mixed_paths
 from connguard.demo.registry import scenario
 from connguard.demo.results import Result
 from connguard.demo.runner import Harness
-from connguard.demo.targets.postgresql import create_database
+from connguard.demo.targets import create_database
 
 
 def _netns_unavailable() -> str | None:

@@ -1,57 +1,34 @@
-"""The PostgreSQL side of a scenario: the harness's own admin connection, creating and
-dropping databases, counting server connections and lost writes, server settings."""
+"""PostgreSQL as a scenario's server: :class:`PostgresTarget` over the rig's
+``PostgresServer`` (or a server given with ``--dsn``), and :class:`DbTarget`, one database on
+it reached with a libpq conninfo."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# --------------------------------------------------------------------------------------
-# Database target
+from connguard.demo.targets.base import AdminConnection, ServerTarget, Target
+
+#: How PostgreSQL refuses a connection when max_connections is exhausted ("too many
+#: clients" for superusers, "reserved for ... superuser" slots message for other roles).
+TOO_MANY_CONNECTIONS = ("too many clients", "remaining connection slots are reserved")
 
 
-class AdminConnection:
-    """An autocommit connection for the harness's own SQL, through psycopg 3 when it is
-    installed, else psycopg2 (a psycopg2-only venv has only that): ``execute(sql, params)``
-    returns the rows (``%s`` placeholders in both)."""
+def connect(conninfo: str) -> AdminConnection:
+    """An autocommit connection through psycopg 3 when it is installed, else psycopg2 (a
+    psycopg2-only venv has only that)."""
+    try:
+        import psycopg
+    except ImportError:
+        import psycopg2
 
-    def __init__(self, conninfo: str) -> None:
-        self._conn: Any
-        try:
-            import psycopg
-        except ImportError:
-            import psycopg2
-
-            self._conn = psycopg2.connect(conninfo)
-            self._conn.autocommit = True
-        else:
-            self._conn = psycopg.connect(conninfo, autocommit=True)
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._conn.closed)
-
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
-        cur = self._conn.cursor()
-        try:
-            cur.execute(sql, params)
-            return list(cur.fetchall()) if cur.description else []
-        finally:
-            cur.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._conn.close()
-
-    def __enter__(self) -> AdminConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        conn = psycopg2.connect(conninfo)
+        conn.autocommit = True
+        return AdminConnection(conn)
+    return AdminConnection(psycopg.connect(conninfo, autocommit=True))
 
 
 def parse_conninfo(conninfo: str) -> dict[str, str]:
@@ -104,7 +81,7 @@ class DbTarget:
         )
 
     def connect(self, dbname: str | None = None) -> AdminConnection:
-        return AdminConnection(self.conninfo(dbname))
+        return connect(self.conninfo(dbname))
 
     def execute(self, sql: str, params: Sequence[Any] | None = None,
                 dbname: str | None = None) -> list[tuple]:
@@ -114,38 +91,6 @@ class DbTarget:
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def create_database(pg_server: Any, name: str, template: str | None = None) -> None:
-    """Create database ``name`` on the server (``pg_server.create_database`` when it has one),
-    as a copy of ``template`` when given (see :func:`prepare_template`)."""
-    if template is not None:
-        DbTarget.from_server(pg_server, "postgres").execute(
-            f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}",
-            dbname="postgres")
-        return
-    if callable(getattr(pg_server, "create_database", None)):
-        pg_server.create_database(name)
-        return
-    DbTarget.from_server(pg_server, "postgres").execute(f"CREATE DATABASE {_quote_ident(name)}",
-                                                        dbname="postgres")
-
-
-def drop_database(pg_server: Any, name: str, *, deadline: float | None = None) -> None:
-    """Drop database ``name``; falls back to ``DROP DATABASE ... WITH (FORCE)``. Never raises."""
-    deadline = deadline or time.monotonic() + 10
-    if callable(getattr(pg_server, "drop_database", None)):
-        with contextlib.suppress(Exception):
-            pg_server.drop_database(name)
-            return
-    target = DbTarget.from_server(pg_server, "postgres")
-    while time.monotonic() < deadline:
-        try:
-            target.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)",
-                           dbname="postgres")
-            return
-        except Exception:
-            time.sleep(0.3)
 
 
 def set_database_config(target: DbTarget, **gucs: Any) -> None:
@@ -161,119 +106,121 @@ def set_database_config(target: DbTarget, **gucs: Any) -> None:
                        dbname="postgres")
 
 
-def count_lost_writes(target: DbTarget, tokens: Sequence[str], table: str = "cg_write") -> int:
-    """How many acknowledged ``tokens`` have no row in ``table`` (cg_write or cg_event)."""
-    if not tokens:
-        return 0
-    if table not in ("cg_write", "cg_event"):
-        raise ValueError(f"unknown table {table!r}")
-    rows = target.execute(f"SELECT token FROM {table} WHERE token = ANY(%s)", [list(tokens)])
-    return len(set(tokens) - {r[0] for r in rows})
+class PostgresTarget(ServerTarget):
+    """The rig's ``PostgresServer`` (duck-typed: ``conninfo()``, ``restart(mode=)``,
+    ``stop(mode)``/``start()``, ``set_config(restart=, **gucs)``, ``reset_config()``,
+    ``create_database``/``drop_database``, ``terminate(like=)``); a server given with
+    ``--dsn`` needs only ``conninfo()``."""
 
+    vendor = "postgresql"
+    label = "PostgreSQL"
+    stock_engine = "django.db.backends.postgresql"
+    connguard_engine = "connguard.backends.postgresql"
+    too_many_connections = TOO_MANY_CONNECTIONS
 
-def count_server_connections(target: DbTarget) -> int:
-    """Client backends currently connected to the target database."""
-    rows = target.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-        [target.dbname], dbname="postgres",
-    )
-    return int(rows[0][0])
+    def target(self, dbname: str) -> DbTarget:
+        return DbTarget.from_server(self.server, dbname)
 
+    def _postgres(self) -> DbTarget:
+        return DbTarget.from_server(self.server, "postgres")
 
-class ConnectionMonitor:
-    """Background sampler of client connections to the target database (peak tracking).
+    def admin(self) -> AdminConnection:
+        return self._postgres().connect("postgres")
 
-    Keeps one persistent admin connection (to the ``postgres`` database, so it is not counted)
-    opened *before* the load, so it still works when the server is out of slots.  Bounded by
-    ``max_seconds``; reconnects (rate-limited) after a server restart.
-    """
+    def create_database(self, name: str, template: str | None = None) -> None:
+        """With the server's ``create_database`` when it has one; a copy of ``template``
+        by ``CREATE DATABASE ... TEMPLATE``."""
+        if template is not None:
+            self._postgres().execute(
+                f"CREATE DATABASE {_quote_ident(name)} TEMPLATE {_quote_ident(template)}")
+            return
+        if callable(getattr(self.server, "create_database", None)):
+            self.server.create_database(name)
+            return
+        self._postgres().execute(f"CREATE DATABASE {_quote_ident(name)}")
 
-    def __init__(self, target: DbTarget, *, interval: float = 0.05, max_seconds: float = 120.0):
-        self.target = target
-        self.interval = interval
-        self.max_seconds = max_seconds
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
-
-    def _query(self) -> int:
-        if self._conn is None or self._conn.closed:
-            self._conn = self.target.connect("postgres")
-        row = self._conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-            "AND backend_type = 'client backend'",
-            [self.target.dbname],
-        )
-        return int(row[0][0])
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                n = self._query()
-                self.samples += 1
-                self.peak = max(self.peak, n)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    if self._conn is not None:
-                        self._conn.close()
-                self._conn = None
-                self._stop.wait(0.25)
-            self._stop.wait(self.interval)
-
-    def start(self) -> ConnectionMonitor:
-        with contextlib.suppress(Exception):
-            self.peak = max(self.peak, self._query())  # open the admin connection now
-        self._thread = threading.Thread(target=self._run, name="cg-conn-monitor", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> int:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._thread is None or not self._thread.is_alive():
-            # a last sample: a load shorter than the interval may end between two samples,
-            # while the connections it opened (persistent or pooled) are still there
+    def drop_database(self, name: str, *, deadline: float | None = None) -> None:
+        """Falls back to ``DROP DATABASE ... WITH (FORCE)``."""
+        deadline = deadline or time.monotonic() + 10
+        if callable(getattr(self.server, "drop_database", None)):
             with contextlib.suppress(Exception):
-                self.peak = max(self.peak, self._query())
-        with contextlib.suppress(Exception):
-            if self._conn is not None:
-                self._conn.close()
-        self._conn = None
-        return self.peak
+                self.server.drop_database(name)
+                return
+        while time.monotonic() < deadline:
+            try:
+                self._postgres().execute(
+                    f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+                return
+            except Exception:
+                time.sleep(0.3)
 
-    def __enter__(self) -> ConnectionMonitor:
-        return self.start()
+    def databases(self, prefix: str) -> list[str]:
+        rows = self._postgres().execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{prefix}%"])
+        return [r[0] for r in rows]
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def seed(self, target: Target, n: int) -> None:
+        target.execute(
+            "INSERT INTO cg_item (key, value) SELECT 'k' || lpad(i::text, 4, '0'), "
+            "'value-of-k' || lpad(i::text, 4, '0') FROM generate_series(0, %s) AS i "
+            "ON CONFLICT (key) DO NOTHING",
+            [n - 1],
+        )
 
+    def count_connections(self, conn: AdminConnection, dbname: str) -> int:
+        rows = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            [dbname],
+        )
+        return int(rows[0][0])
 
+    def terminate(self, dbname: str, app_name: str) -> int:
+        """``pg_terminate_backend`` every connection whose application_name starts with
+        ``<app_name>:`` (``server.terminate(like=)``)."""
+        return int(self.server.terminate(like=f"{app_name}:%"))
 
-def _restart_server(pg_server: Any) -> None:
-    try:
-        pg_server.restart(mode="fast")
-    except TypeError:
-        pg_server.restart("fast")
+    def running_session(self, dbname: str, needle: str) -> int | None:
+        rows = self._postgres().execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+            "AND query LIKE %s AND pid <> pg_backend_pid()",
+            [dbname, f"%{needle}%"],
+        )
+        return int(rows[0][0]) if rows else None
 
+    def kill_session(self, session: int) -> None:
+        self._postgres().execute("SELECT pg_terminate_backend(%s)", [session])
 
-def _set_server_config(pg_server: Any, **gucs: Any) -> None:
-    pg_server.set_config(restart=True, **gucs)
+    def set_idle_timeout(self, target: Target, seconds: int) -> None:
+        """``idle_session_timeout`` on the scenario's database only (gone with it)."""
+        assert isinstance(target, DbTarget)
+        set_database_config(target, idle_session_timeout=f"{seconds}s")
 
-
-def _reset_server_config(pg_server: Any, target: DbTarget, **expected: Any) -> None:
-    """Undo :func:`_set_server_config`; restarts if a restart-only GUC is still in force."""
-    with contextlib.suppress(Exception):
-        pg_server.reset_config()
-    for guc, value in expected.items():
+    @contextlib.contextmanager
+    def max_connections(self, target: Target, n: int) -> Iterator[None]:
+        """``max_connections`` needs a restart, both ways; undone with ``reset_config()``
+        (restarting again if the restart-only value is still in force)."""
+        self.server.set_config(restart=True, max_connections=n)
         try:
-            current = target.execute(f"SHOW {guc}", dbname="postgres")[0][0]
-        except Exception:
-            current = None
-        if current is not None and str(current) == str(value):
-            _restart_server(pg_server)
-            break
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                self.server.reset_config()
+            try:
+                current = self._postgres().execute("SHOW max_connections")[0][0]
+            except Exception:
+                current = None
+            if current is not None and str(current) == str(n):
+                self.restart()
+
+    def restart(self) -> None:
+        try:
+            self.server.restart(mode="fast")
+        except TypeError:
+            self.server.restart("fast")
+
+    def stop(self) -> None:
+        self.server.stop("fast")
+
+    def start(self) -> None:
+        self.server.start()
