@@ -36,7 +36,6 @@ from connguard.demo.plot import plot, plot_problem
 from connguard.demo.report import SCENARIOS, Report, Row, sample
 from connguard.demo.servers import (
     DATABASES,
-    INSTALL,
     MARIADB,
     DemoUnavailable,
     ExternalServer,
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     out = Out(sys.stdout, color=not args.no_color, labels=db.scenarios)
     missing = db.missing()
     if missing:
-        out.line(f"connguard demo needs {', '.join(missing)}: {INSTALL}")
+        out.line(f"connguard demo needs {', '.join(missing)}: {db.install}")
         return 2
     problem = plot_problem(args.plot) if args.plot else None
     if not problem and args.dsn and not db.dsn:

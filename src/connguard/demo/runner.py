@@ -25,7 +25,7 @@ from connguard.demo.base import (
     HarnessError,
     ScenarioUnsupported,
 )
-from connguard.demo.load import LoadResult, run_load
+from connguard.demo.load import LoadResult, mixed_paths, run_load
 from connguard.demo.processes import (
     CeleryWorker,
     HttpServer,
@@ -212,6 +212,24 @@ class Harness:
     def load(self, server: HttpServer | str, paths: Sequence[str], **kwargs: Any) -> LoadResult:
         base = server if isinstance(server, str) else server.base_url
         return run_load(base, paths, **kwargs)
+
+    def warm_up(self, server: HttpServer, result: Result, n: int, *, concurrency: int) -> None:
+        """``n`` mixed requests that open the connections a fault then hits (counted apart,
+        in ``result.details["warmup"]``)."""
+        warm = self.load(server, mixed_paths(self.size(n)), concurrency=concurrency,
+                         timeout=10, deadline=15)
+        result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+
+    def measure(self, server: HttpServer, paths: Sequence[str], result: Result,
+                **load_kwargs: Any) -> LoadResult:
+        """Send ``paths`` (see :func:`run_load`) while the connections are monitored; adds the
+        requests, the peak and the lost writes to ``result``."""
+        with self.monitor() as mon:
+            load = self.load(server, paths, **load_kwargs)
+        result.add_load(load)
+        result.peak_server_connections = mon.peak
+        result.lost = self.lost_writes(load.acked_tokens)
+        return load
 
     def stop_all(self) -> None:
         for proc in reversed(self.processes):

@@ -94,6 +94,8 @@ class DemoDatabase:
     })
     #: whether --dsn can name a server of this database
     dsn: bool = False
+    #: how to install what it needs
+    install: str = INSTALL
 
     def make_server(self) -> Any:
         """A new server, not started yet; :class:`DemoUnavailable` says why there is none."""
@@ -155,6 +157,8 @@ MARIADB = DemoDatabase(
     scenarios=MARIADB_SCENARIOS,
     engines=(("stock", "django.db.backends.mysql"), ("connguard", "connguard.backends.mysql")),
     drivers=(("mysqlclient", ("mysqlclient",), ("MySQLdb",)),),
+    install="pip install 'django-connguard[demo,mysql]' (mysqlclient builds with gcc, "
+    "pkg-config and libmariadb-dev; the server binaries: apt-get install mariadb-server)",
     new_server=_mariadb_server,
     describe=_mariadb_where,
     server_noun="server",

@@ -24,8 +24,4 @@ def _scenario_asgi_mixed(h: Harness, settings: dict[str, Any], result: Result) -
     paths = [p for pair in zip(mixed_paths(100, tag=tag),
                                mixed_paths(100, prefix="/async", tag=tag, offset=100),
                                strict=True) for p in pair]
-    with h.monitor() as mon:
-        load = h.load(srv, paths, concurrency=16, timeout=15, deadline=30)
-    result.add_load(load)
-    result.peak_server_connections = mon.peak
-    result.lost = h.lost_writes(load.acked_tokens)
+    h.measure(srv, paths, result, concurrency=16, timeout=15, deadline=30)

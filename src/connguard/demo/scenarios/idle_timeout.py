@@ -23,12 +23,7 @@ def _scenario_idle_timeout(h: Harness, settings: dict[str, Any], result: Result)
     h.prepare(settings)
     h.set_idle_timeout(1)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    h.warm_up(srv, result, 48, concurrency=8)
     result.details["connections_before_idle"] = h.connections()
     time.sleep(2.5)
-    with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.add_load(load)
-    result.peak_server_connections = mon.peak
-    result.lost = h.lost_writes(load.acked_tokens)
+    h.measure(srv, mixed_paths(h.size(48)), result, concurrency=8, timeout=10, deadline=15)

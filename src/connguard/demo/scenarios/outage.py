@@ -23,8 +23,7 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
                      outage_seconds: float = 3.0) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    h.warm_up(srv, result, 48, concurrency=8)
     outage = LoadResult()
     h.db.stop()
     try:
@@ -41,8 +40,4 @@ def _scenario_outage(h: Harness, settings: dict[str, Any], result: Result, *,
         "max_latency": round(outage.max_latency, 3),
         "error_samples": dict(outage.error_samples.most_common(5)),
     }
-    with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.add_load(load)
-    result.peak_server_connections = mon.peak
-    result.lost = h.lost_writes(load.acked_tokens)
+    h.measure(srv, mixed_paths(h.size(48)), result, concurrency=8, timeout=10, deadline=15)

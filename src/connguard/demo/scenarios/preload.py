@@ -36,12 +36,8 @@ def _preload_common(h: Harness, settings: dict[str, Any], result: Result, *,
     env = h.env(settings, QUERY_IN_READY=query_in_ready, IMPORT_TIME_QUERY=import_time_query)
     srv = h.gunicorn(env, worker_class="sync", workers=workers, preload=True, timeout=6)
     tag = uuid.uuid4().hex[:8]
-    with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(h.size(n), write_every=3, tag=tag), concurrency=concurrency,
-                      timeout=5.0, deadline=16.0)
-    result.add_load(load)
-    result.peak_server_connections = mon.peak
-    result.lost = h.lost_writes(load.acked_tokens)
+    load = h.measure(srv, mixed_paths(h.size(n), write_every=3, tag=tag), result,
+                     concurrency=concurrency, timeout=5.0, deadline=16.0)
     result.details["acked_writes"] = len(load.acked_tokens)
     result.details["not_sent"] = load.not_sent
     if load.not_sent:

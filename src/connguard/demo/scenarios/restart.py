@@ -19,8 +19,7 @@ from connguard.demo.runner import Harness
 def _scenario_restart(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="sync", workers=2)
-    warm = h.load(srv, mixed_paths(h.size(40)), concurrency=4, timeout=10, deadline=15)
-    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    h.warm_up(srv, result, 40, concurrency=4)
     with h.monitor() as mon:
         result.details["connections_before_restart"] = h.connections()
         h.db.restart()

@@ -21,11 +21,6 @@ from connguard.demo.runner import Harness
 def _scenario_terminate(h: Harness, settings: dict[str, Any], result: Result) -> None:
     h.prepare(settings)
     srv = h.gunicorn(h.env(settings), worker_class="gthread", workers=2, threads=4)
-    warm = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.details["warmup"] = {"ok": warm.ok, "errors": warm.errors}
+    h.warm_up(srv, result, 48, concurrency=8)
     result.details["terminated"] = h.terminate()
-    with h.monitor() as mon:
-        load = h.load(srv, mixed_paths(h.size(48)), concurrency=8, timeout=10, deadline=15)
-    result.add_load(load)
-    result.peak_server_connections = mon.peak
-    result.lost = h.lost_writes(load.acked_tokens)
+    h.measure(srv, mixed_paths(h.size(48)), result, concurrency=8, timeout=10, deadline=15)
