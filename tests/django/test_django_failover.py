@@ -1,4 +1,4 @@
-"""Failover under gunicorn: the demo's ``failover`` scenario (connguard.demo.failover) on
+"""Failover under gunicorn: the demo's ``failover`` scenario (connguard.demo.scenarios.failover) on
 both engines and both drivers.
 
 A throwaway primary and its streaming standby (pg_basebackup -R); the project under gunicorn

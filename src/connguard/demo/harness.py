@@ -75,6 +75,7 @@ from connguard.demo.targets.mariadb import MariaDBTarget
 from connguard.demo.targets.postgresql import (
     DbTarget,
     PostgresTarget,
+    connect_admin,
     make_conninfo,
     parse_conninfo,
     set_database_config,
@@ -104,6 +105,7 @@ __all__ = [
     "ScenarioUnsupported",
     "ServerTarget",
     "check_response",
+    "connect_admin",
     "create_database",
     "django_env",
     "drop_database",

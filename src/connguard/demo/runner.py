@@ -139,8 +139,7 @@ class Harness:
         return ConnectionMonitor(self.db, dbname or self.target.dbname, **kwargs)
 
     def connections(self) -> int:
-        with self.db.admin() as conn:
-            return self.db.count_connections(conn, self.target.dbname)
+        return self.db.connections(self.target.dbname)
 
     # processes ---------------------------------------------------------------------------
     def _track(self, proc: ManagedProcess) -> ManagedProcess:

@@ -132,6 +132,11 @@ class ServerTarget(ABC):
     def count_connections(self, conn: AdminConnection, dbname: str) -> int:
         """Client connections to ``dbname`` (asked on the harness's ``conn``)."""
 
+    def connections(self, dbname: str) -> int:
+        """:meth:`count_connections` on a connection of its own."""
+        with self.admin() as conn:
+            return self.count_connections(conn, dbname)
+
     @abstractmethod
     def terminate(self, dbname: str, app_name: str) -> int:
         """End every session of the project's processes on ``dbname``; how many."""

@@ -17,7 +17,7 @@ from connguard.demo.targets.base import AdminConnection, ServerTarget, Target
 TOO_MANY_CONNECTIONS = ("too many clients", "remaining connection slots are reserved")
 
 
-def connect(conninfo: str) -> AdminConnection:
+def connect_admin(conninfo: str) -> AdminConnection:
     """An autocommit connection through psycopg 3 when it is installed, else psycopg2 (a
     psycopg2-only venv has only that)."""
     try:
@@ -81,7 +81,7 @@ class DbTarget:
         )
 
     def connect(self, dbname: str | None = None) -> AdminConnection:
-        return connect(self.conninfo(dbname))
+        return connect_admin(self.conninfo(dbname))
 
     def execute(self, sql: str, params: Sequence[Any] | None = None,
                 dbname: str | None = None) -> list[tuple]:
@@ -110,7 +110,7 @@ class PostgresTarget(ServerTarget):
     """The rig's ``PostgresServer`` (duck-typed: ``conninfo()``, ``restart(mode=)``,
     ``stop(mode)``/``start()``, ``set_config(restart=, **gucs)``, ``reset_config()``,
     ``create_database``/``drop_database``, ``terminate(like=)``); a server given with
-    ``--dsn`` needs only ``conninfo()``."""
+    ``--dsn``, or a :class:`DbTarget`, needs only ``conninfo()``."""
 
     vendor = "postgresql"
     label = "PostgreSQL"
