@@ -268,9 +268,9 @@ def postgres(dsn: str | None) -> Iterator[tuple[Server, Any, str]]:
 
 
 def prepare_database(server: Server, name: str) -> None:
-    with harness.AdminConnection(server.conninfo()) as conn:
+    with harness.connect_admin(server.conninfo()) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    with harness.AdminConnection(server.conninfo(name)) as conn:
+    with harness.connect_admin(server.conninfo(name)) as conn:
         conn.execute(
             "CREATE TABLE bench_item (id bigint PRIMARY KEY, key varchar(32) NOT NULL, "
             "value varchar(200) NOT NULL, counter bigint NOT NULL DEFAULT 0)"
@@ -288,7 +288,7 @@ def prepare_database(server: Server, name: str) -> None:
 
 
 def drop_database(server: Server, name: str) -> None:
-    with contextlib.suppress(Exception), harness.AdminConnection(server.conninfo()) as conn:
+    with contextlib.suppress(Exception), harness.connect_admin(server.conninfo()) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -300,7 +300,7 @@ def pgbouncer_api() -> Any:
 
 
 def server_connections(target: harness.DbTarget) -> int:
-    return harness.count_server_connections(target)
+    return harness.server_target(target).connections(target.dbname)
 
 
 def wait_drained(target: harness.DbTarget, timeout: float = 15.0) -> int:
@@ -409,7 +409,7 @@ def machine_info(server: Server, wrk: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    with harness.AdminConnection(server.conninfo()) as conn:
+    with harness.connect_admin(server.conninfo()) as conn:
         pg_version = str(conn.execute("SHOW server_version")[0][0]).split()[0]
     versions: dict[str, str] = {}
     for dist in ("psycopg", "psycopg-pool", "django-db-connection-pool", "SQLAlchemy"):
@@ -493,7 +493,8 @@ def run_config(
             run_wrk(wrk, script, srv.base_url, prefix, plan.warmup, WRK_CONNECTIONS)
             ok, wrong, samples = verify(srv.base_url, view, VERIFY_SAMPLES)
             monitor = harness.ConnectionMonitor(
-                target, interval=0.05, max_seconds=plan.duration + 30
+                harness.server_target(target), dbname, interval=0.05,
+                max_seconds=plan.duration + 30,
             ).start()
             try:
                 result = run_wrk(wrk, script, srv.base_url, prefix, plan.duration, WRK_CONNECTIONS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from connguard.demo.cli import SCENARIOS
+from connguard.demo.report import SCENARIOS
 
 REPO = Path(__file__).resolve().parents[2]
 OFFLINE = re.compile(

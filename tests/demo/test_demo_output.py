@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from connguard.demo import cli
+from connguard.demo import cli, load, plot, table
+from connguard.demo.report import SCENARIOS, Report, Row
+from connguard.demo.report import sample as error_sample
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -18,17 +20,17 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def report() -> cli.Report:
-    rep = cli.Report()
-    rep.add(cli.Row("preload_ready", "stock", 400, 25, 13, 0, 4))
-    rep.add(cli.Row("preload_ready", "connguard", 400, 0, 0, 0, 5))
-    rep.add(cli.Row("flood_gthread", "stock", 100, 81, 0, 0, 19))
-    rep.add(cli.Row("flood_gthread", "connguard", 0, problem="gunicorn-gthread exited (3)"))
+def report() -> Report:
+    rep = Report()
+    rep.add(Row("preload_ready", "stock", 400, 25, 13, 0, 4))
+    rep.add(Row("preload_ready", "connguard", 400, 0, 0, 0, 5))
+    rep.add(Row("flood_gthread", "stock", 100, 81, 0, 0, 19))
+    rep.add(Row("flood_gthread", "connguard", 0, problem="gunicorn-gthread exited (3)"))
     return rep
 
 
 def test_plain_table() -> None:
-    assert cli.plain_table(report()) == "\n".join([
+    assert table.plain_table(report()) == "\n".join([
         "                                        ------- stock Django -------   -------- connguard ---------",
         "scenario                                 req  err  wrong  lost  peak    req  err  wrong  lost  peak",
         "gunicorn --preload, query in ready()     400   25     13     0     4    400    0      0     0     5",
@@ -41,11 +43,11 @@ def test_plain_table() -> None:
 def test_connguard_ok_needs_every_connguard_row_clean() -> None:
     rep = report()
     assert not rep.connguard_ok()  # one connguard scenario could not run
-    rep.add(cli.Row("flood_gthread", "connguard", 100, 0, 0, 0, 16))
+    rep.add(Row("flood_gthread", "connguard", 100, 0, 0, 0, 16))
     assert rep.connguard_ok()
-    rep.add(cli.Row("preload_ready", "connguard", 400, 0, 1, 0, 5))
+    rep.add(Row("preload_ready", "connguard", 400, 0, 1, 0, 5))
     assert not rep.connguard_ok()
-    assert not cli.Report().connguard_ok()  # nothing ran
+    assert not Report().connguard_ok()  # nothing ran
 
 
 def test_scenarios_argument() -> None:
@@ -58,7 +60,7 @@ def test_scenarios_argument() -> None:
 def test_every_demo_scenario_exists_in_the_harness() -> None:
     from connguard.demo import harness
 
-    assert set(cli.SCENARIOS) <= set(harness.FAILURE_SCENARIOS)
+    assert set(SCENARIOS) <= set(harness.FAILURE_SCENARIOS)
     assert set(cli.NEEDS_OWN_SERVER) <= set(harness.SCENARIOS)
 
 
@@ -67,7 +69,7 @@ def test_error_sample_drops_libpq_boilerplate() -> None:
         'OperationalError: connection failed: connection to server at "N.N", port N '
         "failed: FATAL: sorry, too many clients already"
     )
-    assert cli._sample({key: 81, "other": 1}) == (
+    assert error_sample({key: 81, "other": 1}) == (
         "OperationalError: FATAL: sorry, too many clients already"
     )
 
@@ -85,7 +87,7 @@ def test_plot_without_matplotlib_says_how_to_get_it(
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    assert cli.plot(report(), str(tmp_path / "x.png")) == (
+    assert plot.plot(report(), str(tmp_path / "x.png")) == (
         "--plot needs matplotlib: pip install 'django-connguard[plot]' (or pip install matplotlib)"
     )
 
@@ -146,25 +148,25 @@ def readme_block() -> list[str]:
     return section[start : section.index("\n```", start)].splitlines()
 
 
-def readme_report() -> cli.Report:
+def readme_report() -> Report:
     """The report README.md's table shows, read back from it (whatever scenarios it lists)."""
-    by_label = {label: name for name, label in cli.SCENARIOS.items()}
-    rep = cli.Report()
+    by_label = {label: name for name, label in SCENARIOS.items()}
+    rep = Report()
     for line in readme_block()[2:]:
         match = re.match(r"^(.*?)\s+((?:\d+\s+){9}\d+)$", line)
         if match is None:
             continue
         numbers = [int(n) for n in match[2].split()]
         name = by_label[match[1]]
-        rep.add(cli.Row(name, "stock", *numbers[:5]))
-        rep.add(cli.Row(name, "connguard", *numbers[5:]))
+        rep.add(Row(name, "stock", *numbers[:5]))
+        rep.add(Row(name, "connguard", *numbers[5:]))
     return rep
 
 
 def test_the_readme_table_is_what_the_demo_prints() -> None:
     rep = readme_report()
     assert len(rep.names()) >= 7
-    assert cli.plain_table(rep).splitlines() == readme_block()
+    assert table.plain_table(rep).splitlines() == readme_block()
 
 
 def text_of(lines: list[list[tuple[str, str]]]) -> list[str]:
@@ -173,7 +175,7 @@ def text_of(lines: list[list[tuple[str, str]]]) -> list[str]:
 
 def test_a_wide_terminal_shows_the_readme_table() -> None:
     rep = readme_report()
-    assert text_of(cli.table_layout(rep, 120)) == cli.plain_table(rep).splitlines()
+    assert text_of(table.table_layout(rep, 120)) == table.plain_table(rep).splitlines()
 
 
 EIGHTY = [
@@ -197,8 +199,8 @@ EIGHTY = [
 ]  # fmt: skip
 
 
-def eighty_report() -> cli.Report:
-    rep = cli.Report()
+def eighty_report() -> Report:
+    rep = Report()
     for name, stock, cg in (
         ("preload_ready", (400, 6, 1, 0, 4), (400, 0, 0, 0, 5)),
         ("fork_import", (400, 10, 7, 0, 4), (400, 0, 0, 0, 5)),
@@ -208,13 +210,13 @@ def eighty_report() -> cli.Report:
         ("flood_gthread", (100, 81, 0, 0, 19), (100, 0, 0, 0, 16)),
         ("longtask", (2, 1, 0, 0, 0), (2, 0, 0, 0, 0)),
     ):
-        rep.add(cli.Row(name, "stock", *stock))
-        rep.add(cli.Row(name, "connguard", *cg))
+        rep.add(Row(name, "stock", *stock))
+        rep.add(Row(name, "connguard", *cg))
     return rep
 
 
 def test_an_80_column_terminal_gets_the_same_layout_with_whole_scenario_names() -> None:
-    lines = text_of(cli.table_layout(eighty_report(), 80))
+    lines = text_of(table.table_layout(eighty_report(), 80))
     assert lines == EIGHTY
     assert max(len(line) for line in lines) <= 80
 
@@ -224,13 +226,13 @@ class Terminal(io.StringIO):
         return True
 
 
-def terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> tuple[Terminal, cli.Out]:
+def terminal(monkeypatch: pytest.MonkeyPatch, columns: int) -> tuple[Terminal, table.Out]:
     pytest.importorskip("rich")
     monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.delenv("NO_COLOR", raising=False)
     stream = Terminal()
-    out = cli.Out(stream, color=True)
+    out = table.Out(stream, color=True)
     assert out.console is not None and out.console.width == columns
     return stream, out
 
@@ -254,13 +256,13 @@ def test_progress_on_an_80_column_terminal_wraps_names_never_cuts(
         "OperationalError: consuming input failed: terminating connection due to administrator "
         "command SSL connection has been closed unexpectedly"
     )
-    flood = cli.SCENARIOS["flood_gthread"]
-    out.progress(cli.Row("flood_gthread", "stock", 100, 81, 0, 0, 19, 12.34, sample), flood)
+    flood = SCENARIOS["flood_gthread"]
+    out.progress(Row("flood_gthread", "stock", 100, 81, 0, 0, 19, 12.34, sample), flood)
     out.progress(
-        cli.Row("preload_ready", "connguard", 400, 0, 0, 0, 5, 3.0),
+        Row("preload_ready", "connguard", 400, 0, 0, 0, 5, 3.0),
         "gunicorn --preload, query in ready()",
     )
-    out.progress(cli.Row("restart", "connguard", problem="HarnessError: gunicorn-gthread exited (3) before it served a request"), "PostgreSQL restart")  # fmt: skip
+    out.progress(Row("restart", "connguard", problem="HarnessError: gunicorn-gthread exited (3) before it served a request"), "PostgreSQL restart")  # fmt: skip
     assert plain(stream).splitlines() == [
         "!! 100 slow requests,             100 req 81 err  0 wrong  0 lost peak 19 12.3 s",
         "   max_connections=20",
@@ -275,15 +277,15 @@ def test_progress_on_an_80_column_terminal_wraps_names_never_cuts(
 
 def test_piped_error_text_wraps_at_word_boundaries() -> None:
     stream = io.StringIO()
-    out = cli.Out(stream, color=False)
+    out = table.Out(stream, color=False)
     sample = (
         "OperationalError: consuming input failed: terminating connection due to administrator "
         "command SSL connection has been closed unexpectedly"
     )
-    flood = cli.SCENARIOS["flood_gthread"]
-    out.progress(cli.Row("flood_gthread", "stock", 100, 81, 0, 0, 19, 12.34, sample), flood)
+    flood = SCENARIOS["flood_gthread"]
+    out.progress(Row("flood_gthread", "stock", 100, 81, 0, 0, 19, 12.34, sample), flood)
     problem = "HarnessError: gunicorn-gthread exited (3) before it served a request: " + "x " * 20
-    out.progress(cli.Row("restart", "connguard", problem=problem.strip()), "PostgreSQL restart")
+    out.progress(Row("restart", "connguard", problem=problem.strip()), "PostgreSQL restart")
     assert stream.getvalue().splitlines() == [
         "!! stock      100 slow requests, max_connections=20  100 req  81 err   0 wrong   0 lost  peak 19  12.3 s",
         "             OperationalError: consuming input failed: terminating connection due to administrator",
@@ -295,24 +297,22 @@ def test_piped_error_text_wraps_at_word_boundaries() -> None:
 
 def test_error_sample_is_shortened_at_a_word_boundary() -> None:
     text = "OperationalError: " + " ".join(f"word{i}" for i in range(100))
-    sample = cli._sample({text: 1})
+    sample = error_sample({text: 1})
     assert len(sample) <= 300 and sample.endswith(" …")
     assert text.startswith(sample[: -len(" …")] + " ")
 
 
 def test_harness_error_samples_are_cut_after_a_whole_word() -> None:
-    from connguard.demo import harness
-
     text = (
         "OperationalError: consuming input failed: server closed the connection unexpectedly "
         "This probably means the server terminated abnormally before or while processing the "
         "request. (pid 4242)"
     )
-    assert harness._error_key(text) == (
+    assert load.error_key(text) == (
         "OperationalError: consuming input failed: server closed the connection unexpectedly "
         "This probably means the server terminated abnormally before or while…"
     )
-    assert harness._error_key("short, port 5432") == "short, port N"
+    assert load.error_key("short, port 5432") == "short, port N"
 
 
 def test_silent_drop_is_skipped_with_the_reason_where_namespaces_are_unavailable(
@@ -321,7 +321,7 @@ def test_silent_drop_is_skipped_with_the_reason_where_namespaces_are_unavailable
     from connguard.demo import harness
     from connguard.testing import netns
 
-    assert "silent_drop" in cli.SCENARIOS
+    assert "silent_drop" in SCENARIOS
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     assert harness.unavailable_here("silent_drop") == "network namespaces need root"
     assert harness.unavailable_here("restart") is None

@@ -1,4 +1,4 @@
-"""Failover under gunicorn: the demo's ``failover`` scenario (connguard.demo.failover) on
+"""Failover under gunicorn: the demo's ``failover`` scenario (connguard.demo.scenarios.failover) on
 both engines and both drivers.
 
 A throwaway primary and its streaming standby (pg_basebackup -R); the project under gunicorn
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from connguard.demo import harness
-from connguard.demo.failover import WORKERS
+from connguard.demo.scenarios.failover import WORKERS
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
 

@@ -2,14 +2,17 @@
 
 Database:
     CGT_DB_ENGINE             default ``django.db.backends.postgresql``
-                              (``connguard.backends.postgresql`` for connguard)
+                              (``connguard.backends.postgresql`` for connguard); MariaDB/MySQL:
+                              ``django.db.backends.mysql`` or ``connguard.backends.mysql``
     CGT_DB_NAME / CGT_DB_HOST / CGT_DB_PORT / CGT_DB_USER / CGT_DB_PASSWORD
     CGT_CONN_MAX_AGE          integer seconds, or ``none`` for unlimited persistence (default 0)
     CGT_CONN_HEALTH_CHECKS    ``1``/``0`` (default 0)
     CGT_DISABLE_SERVER_SIDE_CURSORS  ``1``/``0`` (default 0; set it behind a transaction-mode
                               pooler such as PgBouncer)
     CGT_DB_OPTIONS            JSON object for ``DATABASES["default"]["OPTIONS"]``,
-                              e.g. ``{"pool": {"min_size": 2}}``
+                              e.g. ``{"pool": {"min_size": 2}}``; for MySQL also its own keys
+                              (``charset``, ``init_command``, ``isolation_level``, ``ssl``);
+                              ``charset`` defaults to ``utf8mb4`` there
     CGT_DB_DRIVER             ``psycopg2`` hides psycopg 3 so Django's backend falls back to
                               psycopg2 (needed for the gevent + psycogreen setup)
 
@@ -100,7 +103,9 @@ if _env("DB_OTHER_NAME"):
 DATABASE_ROUTERS = ["connguard.demo.project.app.routers.DemoRouter"]
 
 for _alias, _db in DATABASES.items():
-    if _db["ENGINE"] == "django.db.backends.postgresql":
+    if _db["ENGINE"].endswith(".mysql"):
+        _db["OPTIONS"].setdefault("charset", "utf8mb4")
+    elif _db["ENGINE"] == "django.db.backends.postgresql":
         # connguard names its connections <app>:<alias>:<pid>; give the stock backend's the
         # same shape, so that the harness can find (and terminate) either engine's connections.
         _db["OPTIONS"].setdefault(

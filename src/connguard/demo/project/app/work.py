@@ -31,28 +31,34 @@ def do_write(token: str) -> dict:
     return {"ok": True, "token": stored, "pid": os.getpid()}
 
 
+def _sleep_sql() -> str:
+    """A statement that sleeps for ``%s`` seconds, in this database's SQL."""
+    return "SELECT SLEEP(%s)" if connection.vendor == "mysql" else "SELECT pg_sleep(%s)"
+
+
 def do_sleep(ms: int) -> dict:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+        cursor.execute(_sleep_sql(), [ms / 1000.0])
         cursor.fetchone()
     return {"ok": True, "slept_ms": ms, "pid": os.getpid()}
 
 
 def backend_pid() -> dict:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
+        cursor.execute("SELECT CONNECTION_ID()" if connection.vendor == "mysql"
+                       else "SELECT pg_backend_pid()")
         (bpid,) = cursor.fetchone()
     return {"pid": os.getpid(), "backend_pid": bpid}
 
 
 def do_txn(token: str, ms: int) -> dict:
-    """Three inserts in one transaction with a ``pg_sleep`` before the last: a backend
+    """Three inserts in one transaction with a sleep before the last: a session
     terminated during the sleep must leave none of ``<token>-a/-b/-c`` behind."""
     with transaction.atomic():
         Write.objects.create(token=f"{token}-a")
         Write.objects.create(token=f"{token}-b")
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_sleep(%s)", [ms / 1000.0])
+            cursor.execute(_sleep_sql(), [ms / 1000.0])
         Write.objects.create(token=f"{token}-c")
     return {"ok": True, "token": token, "pid": os.getpid()}
 

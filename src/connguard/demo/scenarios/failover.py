@@ -27,19 +27,27 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from connguard.demo.harness import (
-    DbTarget,
-    Harness,
-    Result,
-    ScenarioUnsupported,
-    create_database,
-    http_get,
-)
+from connguard.demo.base import ScenarioUnsupported
+from connguard.demo.load import http_get
+from connguard.demo.registry import scenario
+from connguard.demo.results import Result
+from connguard.demo.runner import Harness
+from connguard.demo.targets import create_database
+from connguard.demo.targets.postgresql import DbTarget
 
 WORKERS = 2
 CLIENTS = 4
 
 
+@scenario(
+    "failover",
+    "the primary fails over to its promoted standby (pg_basebackup, pg_ctl promote; the old "
+    "one demoted read-only), multi-host HOST with target_session_attrs=read-write, gunicorn "
+    "sync -w 2, writes throughout; errors beyond one in-flight request per worker count",
+    defaults={"CONN_MAX_AGE": None},
+    stock_failure="persistent connections stay on the read-only old primary: every write "
+                  "fails (cannot execute INSERT in a read-only transaction) until restart",
+)
 def run_failover(h: Harness, settings: dict[str, Any], result: Result) -> None:
     from connguard.testing.replication import StandbyServer, set_read_only
     from connguard.testing.server import PostgresServer, ServerError
