@@ -425,3 +425,20 @@ def test_pymysql_as_mysqldb_is_refused_with_a_clear_error() -> None:
         [sys.executable, "-c", PYMYSQL], capture_output=True, text=True, timeout=120
     )
     assert "needs mysqlclient; MySQLdb is pymysql here" in done.stdout, done.stderr[-2000:]
+
+
+def test_transaction_state_never_leaks_to_the_next_checkout(mariadb: Any, database: str) -> None:
+    """A request that ends with a transaction open (autocommit off, no commit): the pool
+    rolls it back at checkin; the next user sees neither the row nor an open transaction."""
+    handler = make_handler(mariadb, database, max_size=1)
+    conn = handler["default"]
+    try:
+        conn.set_autocommit(False)
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO t VALUES (7)")
+        conn.close()  # the end of the request, uncommitted
+        assert request(conn, "SELECT COUNT(*) FROM t") == 0
+        assert request(conn, "SELECT @@in_transaction") == 0
+        assert the_pool(handler).get_stats()["connections_opened"] == 1
+    finally:
+        handler.close_all()
