@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -440,5 +441,47 @@ def test_transaction_state_never_leaks_to_the_next_checkout(mariadb: Any, databa
         assert request(conn, "SELECT COUNT(*) FROM t") == 0
         assert request(conn, "SELECT @@in_transaction") == 0
         assert the_pool(handler).get_stats()["connections_opened"] == 1
+    finally:
+        handler.close_all()
+
+
+def test_a_stalled_server_costs_a_bounded_ping_outside_requests(
+    mariadb: Any, database: str
+) -> None:
+    """A connection kept outside requests, idle past ping_interval, on a server that stopped
+    answering (SIGSTOP): the ping gives up after ping_timeout and the caller gets an error
+    in bounded time instead of hanging; once the server answers again, statements work."""
+    handler = make_handler(
+        mariadb, database, max_size=2, ping_interval=0.2, ping_timeout=1, connect_timeout=2,
+        timeout=3,
+    )  # fmt: skip
+    conn = handler["default"]
+    pid = mariadb.pid
+    assert pid is not None
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        time.sleep(0.4)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with (
+                pytest.raises(PoolUnavailable, match="unreachable") as raised,
+                conn.cursor() as cursor,
+            ):
+                cursor.execute("SELECT 1")
+            assert time.monotonic() - started < 3 * (1 + 2 + 3), raised.value
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                break
+            except Exception:  # the breaker's back-off: tries again shortly
+                assert time.monotonic() < deadline
+                conn.close()
+                time.sleep(0.2)
     finally:
         handler.close_all()
