@@ -3,7 +3,7 @@
 | id | what |
 |----|------|
 | E001 | invalid or unknown ``OPTIONS["pool"]`` option |
-| W002 | connguard is installed but an alias uses another PostgreSQL ENGINE |
+| W002 | connguard is installed but an alias uses Django's own PostgreSQL or MySQL ENGINE |
 | E003 | server-side cursors enabled behind a transaction/statement-mode pooler |
 | W004 | prepared statements enabled behind a transaction/statement-mode pooler |
 | W005 | ``CONN_MAX_AGE`` set with the pool: it has no effect |
@@ -18,10 +18,12 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from connguard.backends import pools
+from connguard.backends import registry
 
 ENGINE = "connguard.backends.postgresql"
-_STOCK = "django.db.backends.postgresql"
+MYSQL_ENGINE = "connguard.backends.mysql"
+#: Django's own ENGINE -> connguard's
+_OURS = {"django.db.backends.postgresql": ENGINE, "django.db.backends.mysql": MYSQL_ENGINE}
 
 
 # Not tagged "database": these read settings only, and Django 6.1 runs database-tagged checks
@@ -33,30 +35,31 @@ def check_pools(
     found: list[checks.CheckMessage] = []
     for alias, db in settings.DATABASES.items():
         engine = db.get("ENGINE", "")
-        if engine == _STOCK:
+        ours = _OURS.get(engine)
+        if ours is not None:
             found.append(
                 checks.Warning(
-                    f"DATABASES[{alias!r}] uses {_STOCK!r} although connguard is installed: "
+                    f"DATABASES[{alias!r}] uses {engine!r} although connguard is installed: "
                     "its connections are not pooled, fork-safe or self-healing.",
-                    hint=f"Set DATABASES[{alias!r}]['ENGINE'] = {ENGINE!r}.",
+                    hint=f"Set DATABASES[{alias!r}]['ENGINE'] = {ours!r}.",
                     id="connguard.W002",
                 )
             )
-            if db.get("OPTIONS", {}).get("pool"):
+            if ours == ENGINE and db.get("OPTIONS", {}).get("pool"):
                 found.append(
                     checks.Warning(
                         f"DATABASES[{alias!r}] configures Django's built-in pool, which is not "
                         "fork-safe and has no leak detection or metrics.",
-                        hint=f"Keep OPTIONS['pool'] as it is and set ENGINE to {ENGINE!r}: "
+                        hint=f"Keep OPTIONS['pool'] as it is and set ENGINE to {ours!r}: "
                         "connguard accepts the same keys.",
                         id="connguard.W006",
                     )
                 )
             continue
-        if engine != ENGINE:
+        if engine not in (ENGINE, MYSQL_ENGINE):
             continue
         try:
-            config = pools.validate(alias, db)
+            config = registry.validate(alias, db)
         except ImproperlyConfigured as exc:
             found.append(checks.Error(str(exc), id="connguard.E001"))
             continue
@@ -96,7 +99,7 @@ def check_pools(
                     "connguard pool: connections go back to the pool after every request, and "
                     "the pool's max_lifetime (default 3600 s) bounds how long a server "
                     "connection lives.",
-                    hint=f"Remove CONN_MAX_AGE (or set 0); tune {pools.option_path(alias, 'max_lifetime')} "
+                    hint=f"Remove CONN_MAX_AGE (or set 0); tune {registry.option_path(alias, 'max_lifetime')} "
                     "instead.",
                     id="connguard.W005",
                 )

@@ -18,7 +18,7 @@ django.setup()
 from django.db.backends.postgresql import base as postgres  # noqa: E402
 from django.db.utils import ConnectionHandler  # noqa: E402
 
-from connguard.backends import pools  # noqa: E402
+from connguard.backends import registry  # noqa: E402
 
 ENGINE = "connguard.backends.postgresql"
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def handler(pg_server: Any) -> Iterator[ConnectionHandler]:
     handler = make_handler(pg_server, max_size=2)
     yield handler
     handler.close_all()
-    pools.close_pools(alias="default")
+    registry.close_pools(alias="default")
 
 
 def request(conn: Any, sql: str = "SELECT 1") -> Any:
@@ -65,7 +65,7 @@ def test_each_request_checks_out_and_back(handler: ConnectionHandler) -> None:
         assert request(conn) == 1
         assert conn.connection is None  # handed back at the end of the request
     assert conn.connguard_pool is None  # the wrapper forgets the pool with the connection
-    (pool,) = [p for p in pools.all_pools() if p.name == "default"]
+    (pool,) = [p for p in registry.all_pools() if p.name == "default"]
     assert pool.get_stats()["checkouts"] == 5
     assert pool.get_stats()["connections_opened"] == 1
 
@@ -114,14 +114,14 @@ def test_with_a_reset_the_session_is_configured_at_every_checkout(
     finally:
         pg_server.execute("ALTER DATABASE postgres RESET timezone")
         handler.close_all()
-        pools.close_pools(alias="default")
+        registry.close_pools(alias="default")
 
 
 def test_a_closed_pool_is_not_reused_by_the_wrapper(handler: ConnectionHandler) -> None:
     conn = handler["default"]
     assert request(conn) == 1
     first = conn._cg_pool_cache[2]
-    pools.close_pools(alias="default")  # e.g. close_pool() after a TIME_ZONE change
+    registry.close_pools(alias="default")  # e.g. close_pool() after a TIME_ZONE change
     assert request(conn) == 1
     second = conn._cg_pool_cache[2]
     assert second is not first and first.closed and not second.closed

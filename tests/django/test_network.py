@@ -23,7 +23,7 @@ django.setup()
 from django.db.utils import ConnectionHandler, OperationalError  # noqa: E402
 
 from connguard import PoolUnavailable  # noqa: E402
-from connguard.backends import pools  # noqa: E402
+from connguard.backends import registry  # noqa: E402
 from connguard.drivers.base import TCP_DEFAULTS  # noqa: E402
 from connguard.testing.netns import SilentListener  # noqa: E402
 
@@ -73,7 +73,7 @@ def test_request_on_a_blackholed_host_fails_within_the_pool_timeout() -> None:
             assert took < 11.0
         finally:
             handler.close_all()
-            pools.close_pools(alias="default")
+            registry.close_pools(alias="default")
 
 
 def _socket_options(conn: Any) -> dict[str, int]:
@@ -109,7 +109,7 @@ def test_connections_get_tcp_keepalives_unless_options_say(
         assert _socket_options(wrapper.connection) == {**TCP_DEFAULTS, **expected}
     finally:
         handler.close_all()
-        pools.close_pools(alias="default")
+        registry.close_pools(alias="default")
 
 
 # -- a silent drop on real kernel TCP (PostgreSQL in a network namespace) -------------------
@@ -187,7 +187,7 @@ def test_django_statement_in_flight_fails_within_the_bound_once_then_requests_wo
     finally:
         netns_pg.netns.restore()
         handler.close_all()
-        pools.close_pools(alias="default")
+        registry.close_pools(alias="default")
 
 
 def test_django_requests_after_an_idle_drop_see_no_error(netns_pg: Any) -> None:
@@ -211,4 +211,4 @@ def test_django_requests_after_an_idle_drop_see_no_error(netns_pg: Any) -> None:
     finally:
         netns_pg.netns.restore()
         handler.close_all()
-        pools.close_pools(alias="default")
+        registry.close_pools(alias="default")

@@ -18,7 +18,7 @@ django.setup()
 
 from django.test.utils import override_settings  # noqa: E402
 
-from connguard.backends import pools  # noqa: E402
+from connguard.backends import registry  # noqa: E402
 from connguard.checks import check_pools  # noqa: E402
 
 ENGINE = "connguard.backends.postgresql"
@@ -30,7 +30,7 @@ def db(**kwargs: object) -> dict[str, object]:
 
 
 def test_absent_pool_means_pooled_with_defaults() -> None:
-    config = pools.validate("default", db(OPTIONS={}))
+    config = registry.validate("default", db(OPTIONS={}))
     assert config is not None
     assert (config.name, config.min_size, config.max_size, config.timeout) == (
         "default",
@@ -41,8 +41,8 @@ def test_absent_pool_means_pooled_with_defaults() -> None:
 
 
 def test_true_means_defaults_false_means_off() -> None:
-    assert pools.validate("default", db(OPTIONS={"pool": True})) is not None
-    assert pools.validate("default", db(OPTIONS={"pool": False})) is None
+    assert registry.validate("default", db(OPTIONS={"pool": True})) is not None
+    assert registry.validate("default", db(OPTIONS={"pool": False})) is None
 
 
 def test_django_builtin_pool_keys_are_accepted() -> None:
@@ -50,19 +50,19 @@ def test_django_builtin_pool_keys_are_accepted() -> None:
         "min_size": 2, "max_size": 4, "timeout": 10, "max_waiting": 5, "max_lifetime": 600,
         "max_idle": 60, "reconnect_timeout": 30, "num_workers": 3, "name": "main",
     }  # fmt: skip
-    config = pools.validate("default", db(OPTIONS={"pool": options}))
+    config = registry.validate("default", db(OPTIONS={"pool": options}))
     assert config is not None
     assert (config.min_size, config.max_size, config.max_lifetime) == (2, 4, 600.0)
 
 
 def test_min_size_alone_sets_max_size_like_psycopg_pool() -> None:
-    config = pools.validate("default", db(OPTIONS={"pool": {"min_size": 4}}))
+    config = registry.validate("default", db(OPTIONS={"pool": {"min_size": 4}}))
     assert config is not None and config.max_size == 4
 
 
 def test_unknown_key_names_alias_key_and_suggestion() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        pools.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
+        registry.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
     message = str(info.value)
     assert message.startswith(
         "DATABASES['default']['OPTIONS']['pool']['max_sise']: unknown pool option 'max_sise' "
@@ -82,13 +82,13 @@ def test_unknown_key_names_alias_key_and_suggestion() -> None:
 )  # fmt: skip
 def test_bad_values_are_refused_with_the_fix(key: str, value: object, expected: str) -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        pools.validate("replica", db(OPTIONS={"pool": {key: value}}))
+        registry.validate("replica", db(OPTIONS={"pool": {key: value}}))
     assert str(info.value) == expected
 
 
 def test_min_larger_than_max() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        pools.validate("default", db(OPTIONS={"pool": {"min_size": 5, "max_size": 2}}))
+        registry.validate("default", db(OPTIONS={"pool": {"min_size": 5, "max_size": 2}}))
     assert str(info.value) == (
         "DATABASES['default']['OPTIONS']['pool']['min_size']=5 is larger than "
         "DATABASES['default']['OPTIONS']['pool']['max_size']=2: a pool cannot keep more idle "
@@ -98,7 +98,7 @@ def test_min_larger_than_max() -> None:
 
 def test_reserved_keys_are_refused() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        pools.validate("default", db(OPTIONS={"pool": {"kwargs": {"sslmode": "require"}}}))
+        registry.validate("default", db(OPTIONS={"pool": {"kwargs": {"sslmode": "require"}}}))
     assert str(info.value) == (
         "DATABASES['default']['OPTIONS']['pool']['kwargs'] cannot be set here: put connection "
         "parameters in DATABASES[...] (HOST, PORT, OPTIONS), not in pool."
@@ -107,12 +107,12 @@ def test_reserved_keys_are_refused() -> None:
 
 def test_pool_must_be_bool_or_dict() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"\['pool'\]=8: expected True, False or a dict"):
-        pools.validate("default", db(OPTIONS={"pool": 8}))
+        registry.validate("default", db(OPTIONS={"pool": 8}))
 
 
 def test_server_pooler_values() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"\['server_pooler'\]='txn': expected one of"):
-        pools.validate("default", db(OPTIONS={"pool": {"server_pooler": "txn"}}))
+        registry.validate("default", db(OPTIONS={"pool": {"server_pooler": "txn"}}))
 
 
 def ids(databases: dict[str, object]) -> list[str]:
@@ -164,11 +164,11 @@ MAX_SISE = (
 def test_unknown_key_lists_only_what_the_backend_accepts() -> None:
     # neither the keys the backend refuses (kwargs, driver, ...) nor close_returns (accepted
     # as False for psycopg_pool settings, and doing nothing)
-    with pytest.raises(pools.PoolOptionsError) as info:
-        pools.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
+    with pytest.raises(registry.PoolOptionsError) as info:
+        registry.validate("default", db(OPTIONS={"pool": {"max_sise": 5}}))
     assert str(info.value) == MAX_SISE
     with pytest.raises(ImproperlyConfigured, match=r"\['drivr'\]: unknown pool option 'drivr'\. "):
-        pools.validate("default", db(OPTIONS={"pool": {"drivr": "psycopg2"}}))
+        registry.validate("default", db(OPTIONS={"pool": {"drivr": "psycopg2"}}))
 
 
 BAD_SETTINGS = """
@@ -214,3 +214,36 @@ def test_doctor_names_bad_pool_options(tmp_path) -> None:
     proc = django_admin(tmp_path, "doctor", module="connguard")
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"connguard doctor: {MAX_SISE}\n"
+
+
+MYSQL = "connguard.backends.mysql"
+
+
+def test_mysql_takes_the_same_pool_options_and_errors() -> None:
+    """The MySQL backend: the same keys, the same messages, the same system check ids."""
+    mysql_db = {**db(), "ENGINE": MYSQL}
+    assert registry.validate("default", mysql_db) is not None
+    with pytest.raises(registry.PoolOptionsError) as info:
+        registry.validate("default", {**mysql_db, "OPTIONS": {"pool": {"max_sise": 5}}})
+    assert str(info.value) == MAX_SISE
+    assert ids({"default": {**mysql_db, "OPTIONS": {"pool": {"max_size": 0}}}}) == [
+        "connguard.E001"
+    ]
+    assert ids({"default": {**mysql_db, "CONN_MAX_AGE": 600}}) == ["connguard.W005"]
+    assert ids({"default": {"ENGINE": "django.db.backends.mysql", "NAME": "x"}}) == [
+        "connguard.W002"
+    ]
+    with pytest.raises(registry.PoolOptionsError, match="named resets are PostgreSQL's"):
+        registry.validate("default", {**mysql_db, "OPTIONS": {"pool": {"reset": "discard"}}})
+
+
+def test_mysql_connect_raises_bad_pool_options_before_contacting_the_server() -> None:
+    from django.db.utils import ConnectionHandler
+
+    handler = ConnectionHandler(
+        {"default": {**db(), "ENGINE": MYSQL, "HOST": "127.0.0.1", "PORT": 1,
+                     "OPTIONS": {"pool": {"max_sise": 5}}}}
+    )  # fmt: skip
+    with pytest.raises(registry.PoolOptionsError) as info:
+        handler["default"].ensure_connection()
+    assert str(info.value) == MAX_SISE

@@ -25,7 +25,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db.backends.postgresql.psycopg_any import IsolationLevel  # noqa: E402
 from django.db.utils import ConnectionHandler  # noqa: E402
 
-from connguard.backends import pools  # noqa: E402
+from connguard.backends import registry  # noqa: E402
 from connguard.errors import PoolUnavailable  # noqa: E402
 from connguard.pool import ConnectionPool  # noqa: E402
 
@@ -55,7 +55,7 @@ def make_handler(pg_server: Any, options: dict[str, Any] | None = None, **db: An
 @pytest.fixture(autouse=True)
 def _close_pools() -> Iterator[None]:
     yield
-    pools.close_pools(alias=ALIAS)
+    registry.close_pools(alias=ALIAS)
 
 
 def query(conn: Any, *statements: str) -> Any:
@@ -70,7 +70,7 @@ def query(conn: Any, *statements: str) -> Any:
 
 
 def alias_pools() -> list[ConnectionPool]:
-    return [p for p in pools.all_pools() if p.name == ALIAS]
+    return [p for p in registry.all_pools() if p.name == ALIAS]
 
 
 # -- C: an invalid isolation_level ---------------------------------------------------------
@@ -270,7 +270,7 @@ def test_reset_discard_gives_a_clean_session_at_each_checkout(pg_server: Any) ->
         assert query(dirty, "SELECT current_setting('work_mem')") == "1234kB"
         assert query(dirty, "SELECT to_regclass('pg_temp.cg_t') IS NOT NULL") is True
         dirty.close()
-        pools.close_pools(alias=ALIAS)
+        registry.close_pools(alias=ALIAS)
 
         clean = make_handler(pg_server, {"pool": {"max_size": 1, "reset": "discard"}})[ALIAS]
         pid = query(clean, DIRTY_SET, DIRTY_TABLE, "SELECT pg_backend_pid()")
@@ -285,7 +285,7 @@ def test_reset_discard_gives_a_clean_session_at_each_checkout(pg_server: Any) ->
 
 def test_an_unknown_named_reset_is_refused() -> None:
     with pytest.raises(ImproperlyConfigured) as info:
-        pools.validate(ALIAS, {"OPTIONS": {"pool": {"reset": "discrad"}}})
+        registry.validate(ALIAS, {"OPTIONS": {"pool": {"reset": "discrad"}}})
     assert str(info.value) == (
         f"DATABASES['{ALIAS}']['OPTIONS']['pool']['reset']='discrad': expected a callable "
         "taking the connection, or one of 'discard' (DISCARD ALL: a clean server session at "

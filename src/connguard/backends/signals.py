@@ -16,11 +16,11 @@ _connected = False
 
 def release_connections(**_: Any) -> None:
     """Return this thread's pooled connections (those not inside ``atomic()``)."""
-    from connguard.backends.postgresql.base import DatabaseWrapper
+    from connguard.backends.mixin import PooledDatabaseWrapperMixin
 
     for conn in connections.all(initialized_only=True):
         if (
-            isinstance(conn, DatabaseWrapper)
+            isinstance(conn, PooledDatabaseWrapperMixin)
             and conn.connguard_config is not None
             and not conn.in_atomic_block
         ):

@@ -154,7 +154,7 @@ def _mysql_alias(alias: str, pooled: bool) -> tuple[Database, Any]:
     options = dict(settings_dict.get("OPTIONS") or {})
     config = None
     if pooled:
-        from connguard.backends.pools import validate
+        from connguard.backends.registry import validate
 
         config = validate(alias, settings_dict)  # PoolOptionsError (ImproperlyConfigured)
         options.pop("pool", None)

@@ -242,9 +242,7 @@ class MysqlclientDriver(Driver):
         # the authentication exchange after it waits up to read_timeout, which is left to
         # the caller because it also bounds every later query.
         kw = parse_conninfo(conninfo)
-        kw.update(kwargs)
-        if timeout is not None and "connect_timeout" not in kw:
-            kw["connect_timeout"] = max(2, math.ceil(timeout))
+        kw.update(self.connect_params(conninfo, {**kw, **kwargs}, timeout))
         conn = MySQLdb.connect(**kw)
         if self._c.get_infov is not None and not self._c.answers(conn):
             self._c = _ConnectorC(enabled=False)  # an older Connector/C: use the other path
@@ -253,6 +251,16 @@ class MysqlclientDriver(Driver):
                 st = os.fstat(conn.fileno())
                 setattr(conn, self._SOCKET, (st.st_dev, st.st_ino))
         return conn
+
+    def connect_params(
+        self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        """*kwargs* with the pool's bound as ``connect_timeout`` (whole seconds, at least 2)
+        unless they set one."""
+        kw = dict(kwargs)
+        if timeout is not None and "connect_timeout" not in kw:
+            kw["connect_timeout"] = max(2, math.ceil(timeout))
+        return kw
 
     def fileno(self, conn: Any) -> int:
         try:

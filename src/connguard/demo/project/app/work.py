@@ -77,10 +77,10 @@ def do_multi(token: str) -> dict:
 
 def pools_report() -> dict:
     """This process's connguard pools (none on the stock backend)."""
-    from connguard.backends import pools
+    from connguard.backends import registry
 
     report = []
-    for pool in pools.all_pools():
+    for pool in registry.all_pools():
         stats = pool.get_stats()
         report.append({
             "name": pool.name,

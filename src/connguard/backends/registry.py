@@ -1,4 +1,4 @@
-"""Django glue that knows nothing of a particular database: pool settings and the registry.
+"""The registry of Django pools, and the parsing of ``OPTIONS["pool"]`` (any database).
 
 One pool per (process, alias) at a time, for the settings that shape its sessions: when they
 change (a rotated password or token, another TIME_ZONE, NAME renamed by the test runner), the
@@ -30,11 +30,13 @@ RESERVED_KEYS = {
     "connect": "the backend opens connections itself with Django's parameters",
     "configure": "the backend configures connections (time zone, role) itself",
     "open": "the backend opens the pool on first use",
-    "driver": "the driver is the one Django uses (psycopg 3 when installed, else psycopg2)",
+    "driver": "the driver is the one Django's ENGINE uses (psycopg 3 when installed, else "
+    "psycopg2; mysqlclient, or PyMySQL installed as MySQLdb)",
     "connection_class": "use OPTIONS['cursor_factory'] / Django settings instead",
 }
 SERVER_POOLERS = (None, "session", "transaction", "statement")
 #: ``OPTIONS["pool"]["reset"]`` by name: the statement run on every connection given back
+#: (PostgreSQL only: MySQL has no statement that resets a session)
 NAMED_RESETS = {"discard": "DISCARD ALL"}
 
 logger = logging.getLogger("connguard.django")
@@ -71,13 +73,20 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
             f"{option_path(alias)}={raw!r}: expected True, False or a dict of pool options, "
             "e.g. {'min_size': 2, 'max_size': 8, 'timeout': 10}"
         )
-    return resolve_named(alias, dict(raw))
+    return resolve_named(alias, dict(raw), str(settings_dict.get("ENGINE", "")))
 
 
-def resolve_named(alias: str, options: dict[str, Any]) -> dict[str, Any]:
+def resolve_named(alias: str, options: dict[str, Any], engine: str = "") -> dict[str, Any]:
     """Replace a reset given by name (``"reset": "discard"``) by the callable that runs it."""
     reset = options.get("reset")
     if isinstance(reset, str):
+        if engine.endswith(".mysql"):
+            raise PoolOptionsError(
+                f"{option_path(alias, 'reset')}={reset!r}: named resets are PostgreSQL's "
+                "(DISCARD ALL); on MySQL give a callable taking the connection, or leave it "
+                "out (every connection given back is rolled back, or discarded when its "
+                "state is unknown)"
+            )
         sql = NAMED_RESETS.get(reset)
         if sql is None:
             raise ImproperlyConfigured(

@@ -1,0 +1,1 @@
+"""Drop-in replacement for ``django.db.backends.mysql`` with a connguard pool."""

@@ -1,0 +1,56 @@
+"""``ENGINE: "connguard.backends.mysql"``: Django's MySQL backend over a connguard pool,
+for MySQL and MariaDB through mysqlclient.
+
+Django's own ``DatabaseWrapper`` plus :class:`~connguard.backends.mixin.PooledDatabaseWrapperMixin`
+(checkout on connect, checkin on close, per-request release, fork discard, revalidation
+before a statement outside requests). What is MySQL's here:
+
+- the driver (:mod:`connguard.drivers.mysqlclient`): liveness by poll, a bounded ``DO 1``
+  ping, the transaction status read from the client library, MySQL's error codes;
+- the session: ``init_command``, ``charset`` and the other ``OPTIONS`` are connect()
+  keywords (``init_command`` runs once per server session, when it opens); Django's own
+  set-up (``SET SQL_AUTO_IS_NULL = 0`` and the ``isolation_level``) runs once per server
+  session too, when the connection is first lent (the pool rolls back, never resets the
+  session); a connection is only lent to settings that would have configured it the same;
+- the pool's connect bound becomes ``connect_timeout`` (whole seconds, at least 2) unless
+  ``OPTIONS`` sets a shorter one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.mysql import base as mysql
+
+from connguard.backends.mixin import PooledDatabaseWrapperMixin
+from connguard.backends.mysql.creation import DatabaseCreation
+
+
+class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
+    creation_class = DatabaseCreation
+    dbname_param = "database"
+
+    def _cg_driver_name(self) -> str:
+        if getattr(self.Database, "__name__", "MySQLdb") != "MySQLdb":
+            # pymysql.install_as_MySQLdb(): the driver reads the socket, the transaction
+            # status and the error number through mysqlclient's C object
+            raise ImproperlyConfigured(
+                f"DATABASES[{self.alias!r}]['ENGINE']='connguard.backends.mysql' needs "
+                f"mysqlclient; MySQLdb is {self.Database.__name__} here (installed as "
+                "MySQLdb?), which connguard cannot yet keep fork-safe and health-checked. "
+                "Install mysqlclient (pip install 'django-connguard[mysql]') and remove "
+                "install_as_MySQLdb(), or use 'django.db.backends.mysql'."
+            )
+        return "mysqlclient"
+
+    def _cg_connect_params(
+        self, params: dict[str, Any], pool_params: dict[str, Any]
+    ) -> dict[str, Any]:
+        bound = pool_params.get("connect_timeout")
+        if bound is not None:
+            own = params.get("connect_timeout")
+            if own is None or float(own) > bound:
+                params["connect_timeout"] = max(2, math.ceil(bound))
+        return params
