@@ -76,8 +76,6 @@ logger = logging.getLogger("connguard.pool")
 
 _pool_numbers = itertools.count(1)
 _INF = math.inf
-# connection parameter (as Driver.access_denied names it) -> the Django setting holding it
-_DJANGO_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
 
 
 class ConnectionPool:
@@ -115,10 +113,14 @@ class ConnectionPool:
         settings.update(options)
         where = options.pop("_where", None)
         settings.pop("_where", None)
+        # where a framework keeps connection parameter KEY (an AccessDenied message names it)
+        setting = options.pop("_setting", None)
+        settings.pop("_setting", None)
         config = build_config(settings, where=where) if where else build_config(settings)
         if name is None:
             config = _replace(config, name=f"pool-{next(_pool_numbers)}")
         self._where: Callable[[str], str] | None = where
+        self._setting: Callable[[str], str | None] | None = setting
         self._setup(config)
         forking.register(self)
         if config.open is not False:
@@ -1121,13 +1123,9 @@ class ConnectionPool:
         """The setting that holds connection parameter *key*, as the user wrote it."""
         if key == "pg_hba.conf":
             return "the server's pg_hba.conf (no line admits this user, database and host)"
-        if self._where is not None and key in _DJANGO_SETTINGS:
-            # a Django alias: where() names OPTIONS['pool'] keys; the parameter sits above it
-            path = self._where(key)
-            cut = path.find("['OPTIONS']")
-            if cut > 0:
-                also = " (and USER)" if key == "password" else ""
-                return f"{path[:cut]}[{_DJANGO_SETTINGS[key]!r}]{also}"
+        named = self._setting(key) if self._setting is not None else None
+        if named is not None:
+            return named
         also = " (and 'user')" if key == "password" else ""
         return f"the {key!r}{also} connection parameter (conninfo or kwargs)"
 

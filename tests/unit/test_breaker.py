@@ -15,6 +15,7 @@ import pytest
 from fakedb import FakeServer, wait_until
 
 from connguard import AccessDenied, ConnectionPool, PoolUnavailable
+from connguard.backends import registry
 
 
 def stat(pool: ConnectionPool, name: str) -> int:
@@ -417,6 +418,7 @@ def test_a_refused_client_is_a_configuration_error_not_an_outage(
     django = make_pool(
         name="default", max_size=2,
         _where=lambda key: f"DATABASES['default']['OPTIONS']['pool'][{key!r}]",
+        _setting=lambda key: registry.connection_setting("default", key),
     )  # fmt: skip
     for pool, where in ((plain, setting), (django, django_setting)):
         for _ in range(2):  # the connect's own failure, then the fail-fast one

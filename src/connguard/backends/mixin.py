@@ -284,6 +284,7 @@ class PooledDatabaseWrapperMixin(_Base):
             driver=self._cg_driver,
             connect=connect,
             _where=lambda key: registry.option_path(self.alias, key),
+            _setting=lambda key: registry.connection_setting(self.alias, key),
             **options,
         )
         # connections Django configured already (time zone, role, isolation level): as

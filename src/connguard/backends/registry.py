@@ -53,6 +53,20 @@ _lock = threading.Lock()
 _pools: dict[str, tuple[Any, ConnectionPool, Any]] = {}
 
 
+# connection parameter (as Driver.access_denied names it) -> the Django setting holding it
+_CONNECTION_SETTINGS = {"password": "PASSWORD", "user": "USER", "dbname": "NAME"}
+
+
+def connection_setting(alias: str, key: str) -> str | None:
+    """The Django setting that holds connection parameter *key* of *alias*, as an
+    ``AccessDenied`` message names it; None for a parameter Django has no setting for."""
+    setting = _CONNECTION_SETTINGS.get(key)
+    if setting is None:
+        return None
+    also = " (and USER)" if key == "password" else ""
+    return f"DATABASES[{alias!r}][{setting!r}]{also}"
+
+
 def option_path(alias: str, key: str | None = None) -> str:
     path = f"DATABASES[{alias!r}]['OPTIONS']['pool']"
     return path if key is None else f"{path}[{key!r}]"
