@@ -42,6 +42,8 @@ def scenario(name: str, description: str, *, defaults: Mapping[str, Any] | None 
     """Register the decorated function as scenario ``name`` (one module per scenario under
     :mod:`connguard.demo.scenarios`: adding a file there adds the scenario)."""
     def register(fn: ScenarioFn) -> ScenarioFn:
+        if name in SCENARIOS:
+            raise ValueError(f"scenario {name!r} is registered twice")
         SCENARIOS[name] = Scenario(name, description, fn, dict(defaults or {}), stock_failure,
                                    requires, control, machine)
         return fn

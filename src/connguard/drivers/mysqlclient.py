@@ -262,12 +262,6 @@ class MysqlclientDriver(Driver):
             kw["connect_timeout"] = max(2, math.ceil(timeout))
         return kw
 
-    def fileno(self, conn: Any) -> int:
-        try:
-            return int(conn.fileno())
-        except Exception:
-            return -1
-
     def is_closed(self, conn: Any) -> bool:
         try:
             if not conn.open or conn.errno() in DISCONNECT_CODES:

@@ -43,46 +43,34 @@ class PsycopgDriver(Driver):
         return conn.pgconn.transaction_status
 
     def ping(self, conn: Any, timeout: float) -> None:
-        # Talk to libpq directly: an empty query, no BEGIN even when autocommit is off,
-        # bounded by *timeout* even when the network swallows packets.
-        pgconn = conn.pgconn
-        if pgconn.status != pq.ConnStatus.OK:
-            raise psycopg.OperationalError("connection is closed")
-        deadline = time.monotonic() + timeout
-        pgconn.send_query(b"")
-        while pgconn.flush():
-            if not poll_wait(pgconn.socket, select.POLLOUT, deadline - time.monotonic()):
-                raise psycopg.OperationalError(f"ping timed out after {timeout:.2f} s")
-        failed = None
-        while True:
-            while pgconn.is_busy():
-                if not poll_wait(pgconn.socket, select.POLLIN, deadline - time.monotonic()):
-                    raise psycopg.OperationalError(f"ping timed out after {timeout:.2f} s")
-                pgconn.consume_input()
-            res = pgconn.get_result()
-            if res is None:
-                break
-            if res.status == pq.ExecStatus.FATAL_ERROR:
-                failed = res.error_message.decode(errors="replace").strip()
-        if failed is not None or pgconn.status != pq.ConnStatus.OK:
-            raise psycopg.OperationalError(failed or "connection is closed")
+        # An empty query, straight through libpq: see _exchange().
+        self._exchange(conn, b"", timeout, "ping")
 
     def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
-        # As ping(): libpq directly (no BEGIN even when autocommit is off), bounded.
+        row = self._exchange(conn, sql.encode(), timeout, "query")
+        if row is None:
+            raise psycopg.OperationalError("connection is closed")
+        return row
+
+    @staticmethod
+    def _exchange(conn: Any, sql: bytes, timeout: float, what: str) -> tuple[Any, ...] | None:
+        """Send *sql* and read every result, talking to libpq directly (no BEGIN even when
+        autocommit is off), bounded by *timeout* even when the network swallows packets.
+        Returns the first row (as text), None when there is none."""
         pgconn = conn.pgconn
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("connection is closed")
         deadline = time.monotonic() + timeout
-        pgconn.send_query(sql.encode())
+        pgconn.send_query(sql)
         while pgconn.flush():
             if not poll_wait(pgconn.socket, select.POLLOUT, deadline - time.monotonic()):
-                raise psycopg.OperationalError(f"query timed out after {timeout:.2f} s")
+                raise psycopg.OperationalError(f"{what} timed out after {timeout:.2f} s")
         row: tuple[Any, ...] | None = None
         failed = None
         while True:
             while pgconn.is_busy():
                 if not poll_wait(pgconn.socket, select.POLLIN, deadline - time.monotonic()):
-                    raise psycopg.OperationalError(f"query timed out after {timeout:.2f} s")
+                    raise psycopg.OperationalError(f"{what} timed out after {timeout:.2f} s")
                 pgconn.consume_input()
             res = pgconn.get_result()
             if res is None:
@@ -94,6 +82,6 @@ class PsycopgDriver(Driver):
                     (v.decode() if (v := res.get_value(0, i)) is not None else None)
                     for i in range(res.nfields)
                 )
-        if failed is not None or pgconn.status != pq.ConnStatus.OK or row is None:
+        if failed is not None or pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError(failed or "connection is closed")
         return row

@@ -40,25 +40,20 @@ class Psycopg2Driver(Driver):
         return conn.get_transaction_status()
 
     def ping(self, conn: Any, timeout: float) -> None:
-        # psycopg2 has no libpq-level API: a SELECT 1, rolled back when it opened a transaction.
-        # libpq waits for the answer without a limit, so a watchdog shuts the socket down
-        # after *timeout*: on a stalled network the query then fails instead of hanging.
-        was_idle = conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
-        watchdog = _Watchdog(conn.fileno(), timeout)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-        except psycopg2.Error as exc:
-            if watchdog.stop():
-                raise psycopg2.OperationalError(f"ping timed out after {timeout:.2f} s") from exc
-            raise
-        if watchdog.stop():
-            raise psycopg2.OperationalError(f"ping timed out after {timeout:.2f} s")
-        if was_idle and not conn.autocommit:
-            conn.rollback()
+        self._exchange(conn, "SELECT 1", timeout, "ping")
 
     def query_row(self, conn: Any, sql: str, timeout: float) -> tuple[Any, ...]:
-        # As ping(): a watchdog bounds the round trip; rolled back when it opened a transaction.
+        row = self._exchange(conn, sql, timeout, "query")
+        if row is None:
+            raise psycopg2.OperationalError(f"no row from {sql!r}")
+        return tuple(row)
+
+    @staticmethod
+    def _exchange(conn: Any, sql: str, timeout: float, what: str) -> Any:
+        """Run *sql* and return its first row. psycopg2 has no libpq-level API: a query,
+        rolled back when it opened a transaction. libpq waits for the answer without a limit,
+        so a watchdog shuts the socket down after *timeout*: on a stalled network the query
+        then fails instead of hanging."""
         was_idle = conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
         watchdog = _Watchdog(conn.fileno(), timeout)
         try:
@@ -67,15 +62,13 @@ class Psycopg2Driver(Driver):
                 row = cur.fetchone()
         except psycopg2.Error as exc:
             if watchdog.stop():
-                raise psycopg2.OperationalError(f"query timed out after {timeout:.2f} s") from exc
+                raise psycopg2.OperationalError(f"{what} timed out after {timeout:.2f} s") from exc
             raise
         if watchdog.stop():
-            raise psycopg2.OperationalError(f"query timed out after {timeout:.2f} s")
+            raise psycopg2.OperationalError(f"{what} timed out after {timeout:.2f} s")
         if was_idle and not conn.autocommit:
             conn.rollback()
-        if row is None:
-            raise psycopg2.OperationalError(f"no row from {sql!r}")
-        return tuple(row)
+        return row
 
 
 class _Watchdog:
