@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connguard.demo import harness
-from connguard.pool import FORKED_PARENT_IDLE
+from connguard.maintenance import FORKED_PARENT_IDLE
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
