@@ -14,7 +14,13 @@ from django.test.utils import iter_test_cases
 
 
 def _test_id(test: Any) -> str:
+    test = getattr(test, "test_case", test)  # a subtest counts for its test
     return test.id() if hasattr(test, "id") else str(test)
+
+
+# a test's outcome is the worst of its parts: a failing subtest fails the test, a skipped one
+# (after which unittest reports no success) skips it
+_RANK = {"ok": 0, "skip": 1, "xfail": 1, "xpass": 2, "fail": 3, "error": 3}
 
 
 class RecordingResult(unittest.TextTestResult):
@@ -22,10 +28,8 @@ class RecordingResult(unittest.TextTestResult):
 
     def _record(self, test: Any, outcome: str) -> None:
         test_id = _test_id(test)
-        # a failing subtest makes the whole test fail; a later success does not undo it
-        if self.outcomes.get(test_id) in ("fail", "error") and outcome == "ok":
-            return
-        self.outcomes[test_id] = outcome
+        if _RANK[outcome] >= _RANK[self.outcomes.get(test_id, "ok")]:
+            self.outcomes[test_id] = outcome
 
     def addSuccess(self, test: Any) -> None:
         super().addSuccess(test)
