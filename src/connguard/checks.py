@@ -6,7 +6,8 @@
 | W002 | connguard is installed but an alias uses Django's own PostgreSQL or MySQL ENGINE |
 | E003 | server-side cursors enabled behind a transaction/statement-mode pooler |
 | W004 | prepared statements enabled behind a transaction/statement-mode pooler |
-| W005 | ``CONN_MAX_AGE`` set with the pool: it has no effect |
+| W005 | ``CONN_MAX_AGE`` set with the default pool (no ``OPTIONS["pool"]``): it has no effect |
+| E007 | ``CONN_MAX_AGE`` set with an explicit ``OPTIONS["pool"]``: refused, as Django's pool does |
 | W006 | Django's built-in pool configured on the stock ENGINE next to connguard |
 """
 
@@ -92,7 +93,19 @@ def check_pools(
                     )
                 )
         max_age = db.get("CONN_MAX_AGE", 0)
-        if config is not None and max_age:
+        if config is not None and max_age and "pool" in options:
+            found.append(
+                checks.Error(
+                    f"DATABASES[{alias!r}]['CONN_MAX_AGE']={max_age!r} with "
+                    f"{registry.option_path(alias)}: the pool refuses persistent connections "
+                    "(as Django's own pool does); connections go back to the pool after every "
+                    "request.",
+                    hint=f"Remove CONN_MAX_AGE (or set 0); tune {registry.option_path(alias, 'max_lifetime')} "
+                    "instead.",
+                    id="connguard.E007",
+                )
+            )
+        elif config is not None and max_age:
             found.append(
                 checks.Warning(
                     f"DATABASES[{alias!r}]['CONN_MAX_AGE']={max_age!r} has no effect with the "

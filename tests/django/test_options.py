@@ -133,6 +133,8 @@ def test_checks() -> None:
         "connguard.W004"
     ]
     assert ids({"default": db(CONN_MAX_AGE=600)}) == ["connguard.W005"]
+    explicit = db(CONN_MAX_AGE=600, OPTIONS={"pool": {"max_size": 4}})
+    assert ids({"default": explicit}) == ["connguard.E007"]
 
 
 def test_check_messages_name_the_fix() -> None:
