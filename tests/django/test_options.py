@@ -213,6 +213,7 @@ def test_a_command_that_connects_fails_on_one_line(tmp_path) -> None:
 
 
 def test_doctor_names_bad_pool_options(tmp_path) -> None:
+    pytest.importorskip("psycopg", reason="connguard doctor reads PostgreSQL with psycopg 3")
     proc = django_admin(tmp_path, "doctor", module="connguard")
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"connguard doctor: {MAX_SISE}\n"
