@@ -122,6 +122,38 @@ def test_init_command_and_isolation_level_apply_to_every_checkout(
         handler.close_all()
 
 
+def test_an_explicit_init_connection_state_runs_djangos_set_up(mariadb: Any, database: str) -> None:
+    """Skipped at a checkout of a configured session, Django's set-up still runs when code
+    calls init_connection_state() itself (Django's backends.mysql test_auto_is_null_auto_config)."""
+    handler = make_handler(mariadb, database, {"isolation_level": "serializable"}, max_size=1)
+    conn = handler["default"]
+    try:
+        request(conn)
+        with conn.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        conn.init_connection_state()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT @@session.tx_isolation")
+            assert cursor.fetchone()[0] == "SERIALIZABLE"
+    finally:
+        handler.close_all()
+
+
+def test_is_usable_is_false_once_the_connection_went_back(mariadb: Any, database: str) -> None:
+    """After _close() the wrapper holds no connection: is_usable() says False instead of
+    raising AttributeError (Django's backends test_is_usable_after_database_disconnects)."""
+    handler = make_handler(mariadb, database, max_size=1)
+    conn = handler["default"]
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert conn.is_usable() is True
+        conn._close()
+        assert conn.is_usable() is False
+    finally:
+        handler.close_all()
+
+
 def test_a_bad_isolation_level_is_refused_before_a_checkout(mariadb: Any, database: str) -> None:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -1,7 +1,9 @@
 """Settings for Django's own test suite (``tests/runtests.py --settings=cgsuite_settings``) on
 connguard's ENGINE, written by ``scripts/django-suite``'s run.py through the environment:
 
-- ``CGSUITE_ENGINE``: ``connguard.backends.postgresql`` (default) or Django's stock backend;
+- ``CGSUITE_ENGINE``: ``connguard.backends.postgresql`` (default), ``connguard.backends.mysql``
+  or Django's stock backend;
+- ``CGSUITE_DATABASE``: ``postgresql`` (default) or ``mariadb`` (the test databases' charset);
 - ``CGSUITE_HOST``, ``CGSUITE_PORT``, ``CGSUITE_USER``: the throwaway server;
 - ``CGSUITE_POOL``: ``OPTIONS["pool"]`` as JSON (absent: no ``pool`` key at all);
 - ``CGSUITE_RESULTS``: where the recording runner writes each test's outcome.
@@ -26,7 +28,15 @@ def _alias(name: str) -> dict[str, Any]:
         "HOST": os.environ["CGSUITE_HOST"],
         "PORT": os.environ["CGSUITE_PORT"],
         "OPTIONS": dict(_options),
+        **_test,
     }
+
+
+# MariaDB: the test databases in utf8mb4, as the server's own default (Django's MySQL tests
+# store 4-byte characters)
+_test: dict[str, Any] = {}
+if os.environ.get("CGSUITE_DATABASE") == "mariadb":
+    _test["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 
 
 # The release's own test settings (SECRET_KEY, PASSWORD_HASHERS, USE_TZ, and

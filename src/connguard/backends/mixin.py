@@ -22,7 +22,8 @@ and where they go:
   interval, or on which the server already hung up, is checked and transparently replaced —
   only where nothing can be lost: outside ``atomic()``, in autocommit, no transaction open.
 - Django's session set-up (``init_connection_state``) runs once per server session, not at
-  every checkout (at every checkout when a ``reset`` callable may undo it).
+  every checkout (at every checkout when a ``reset`` callable may undo it); a call of its own
+  runs it again, as on the stock backend.
 
 What differs per database is a few hooks a thin subclass fills in (``_cg_driver_name``,
 ``_cg_session_settings``, ``_cg_connect_params``, ``_cg_pool_kwargs``,
@@ -317,12 +318,26 @@ class PooledDatabaseWrapperMixin(_Base):
     def init_connection_state(self) -> None:
         conn = self.connection
         configured = getattr(self.connguard_pool, "django_configured", None)
-        if conn is not None and configured is not None and conn in configured:
+        # skipped only at connect(): a call of its own (code that re-applies the session
+        # settings) runs Django's set-up again, as on the stock backend
+        if (
+            self._cg_connecting
+            and conn is not None
+            and configured is not None
+            and conn in configured
+        ):
             BaseDatabaseWrapper.init_connection_state(self)  # the server version check, once
             return
         self._cg_configure_session()
         if conn is not None and configured is not None:
             configured.add(conn)
+
+    def is_usable(self) -> bool:
+        # a connection given back to the pool is no longer held (Django's MySQL is_usable()
+        # would call ping() on None after _close())
+        if self.connection is None:
+            return False
+        return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
         if self.connguard_pool is not None and self.connection is not None:
