@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking, leaks, maintenance, waiters
+from connguard import errors, forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
 from connguard.ceiling import Ceiling
@@ -60,15 +60,7 @@ from connguard.entry import (
     take,
     thread_name,
 )
-from connguard.errors import (
-    AccessDenied,
-    ForeignConnection,
-    PoolClosed,
-    PoolError,
-    PoolTimeout,
-    PoolUnavailable,
-    TooManyRequests,
-)
+from connguard.errors import PoolClosed, PoolError, one_line
 from connguard.stats import Stats
 from connguard.waiters import RETRY, Next, Verdict, Waiter
 
@@ -192,7 +184,7 @@ class ConnectionPool:
             if self._opened and not self._closed:
                 return
             if self._opened:
-                raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+                raise errors.reopen_error(self.name)
             self._opened = True
             self._closed = False
         if self._min_size:
@@ -298,7 +290,7 @@ class ConnectionPool:
         caller is told to await it (once per getconn, *wait_probe*): its outcome takes
         milliseconds and, when the server is back, spares the caller a needless failure."""
         if self._closed:
-            raise PoolClosed(self._closed_message())
+            raise PoolClosed(errors.closed_text(self.name, self._opened))
         if self._worker is None:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
@@ -320,12 +312,7 @@ class ConnectionPool:
             # one more (_fill hands it over, then gives the other waiters slots)
         if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
             self._counts["requests_shed"] += 1
-            raise TooManyRequests(
-                f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
-                f"(max_waiting={self.config.max_waiting}); shedding load. "
-                f"State: {self._state_text()}",
-                snapshot=self._snapshot(),
-            )
+            raise errors.too_many_requests(self._snapshot(), self.config.max_waiting)
         waiter = waiters.Waiter()
         self._waiters.append(waiter)
         self._counts["requests_queued"] += 1
@@ -353,7 +340,7 @@ class ConnectionPool:
         # (not acquired but no longer queued: granted while we gave up, so take the grant)
         self._count("requests_wait_ms", int((monotonic() - started) * 1000))
         if waiter.closed:
-            raise PoolClosed(self._closed_message())
+            raise PoolClosed(errors.closed_text(self.name, self._opened))
         if waiter.down:
             with self._lock:
                 raise self._unavailable_error()
@@ -409,7 +396,7 @@ class ConnectionPool:
             except Exception as exc:
                 logger.info(
                     "pool %r: %s is dead (%s); replacing it",
-                    self.name, entry.describe(), _one_line(exc),
+                    self.name, entry.describe(), one_line(exc),
                 )  # fmt: skip
                 silent_since = entry.last_used
                 self._retire(entry, "connections_lost")
@@ -461,7 +448,7 @@ class ConnectionPool:
         except Exception as exc:
             logger.info(
                 "pool %r: %s is dead (%s); replacing it",
-                self.name, entry.describe(), _one_line(exc),
+                self.name, entry.describe(), one_line(exc),
             )  # fmt: skip
             self._retire(entry, "connections_lost")
             return False
@@ -501,7 +488,7 @@ class ConnectionPool:
             self._counts["invalidations"] += 1
         logger.info(
             "pool %r: invalidated (%s); every connection is checked before it is lent again",
-            self.name, _one_line(exc) if exc is not None else "invalidate() called",
+            self.name, one_line(exc) if exc is not None else "invalidate() called",
         )  # fmt: skip
 
     # -- opening connections --------------------------------------------------------------
@@ -555,7 +542,7 @@ class ConnectionPool:
         if self._pid != os.getpid():  # forked by code that skipped the fork hooks
             self._driver.abandon(conn, self._driver.fileno(conn))
             self._after_fork_in_child()
-            raise PoolError(f"pool {self.name!r}: the process forked while connecting; retry")
+            raise errors.forked_while_connecting(self.name)
         entry = self._make_entry(conn, now, origin)
         with self._lock:
             self._entries[entry.id] = entry
@@ -579,9 +566,7 @@ class ConnectionPool:
             raise
         if role is not Role.PRIMARY:
             self._driver.close(conn)
-            raise WrongRole(
-                f"pool {self.name!r}: the server is a {role.value} (require_primary=True)"
-            )
+            raise errors.wrong_role(self.name, role.value)
 
     def _make_entry(self, conn: Any, now: float, origin: Any) -> Entry:
         fd = self._driver.fileno(conn)
@@ -608,7 +593,7 @@ class ConnectionPool:
         """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
         no breaker; cap this pool at what it holds now for a short, jittered while."""
         now = monotonic()
-        message = _one_line(exc)
+        message = one_line(exc)
         with self._lock:
             self._size -= 1  # (no slot granted: the ceiling below holds callers back)
             self._breaker.server_full(message)
@@ -625,7 +610,7 @@ class ConnectionPool:
 
     def _connect_failed(self, exc: BaseException, started: float) -> None:
         now = monotonic()
-        message = _one_line(exc)
+        message = one_line(exc)
         absent = self._driver.is_server_absent(exc)
         denied = self._driver.access_denied(exc)
         with self._lock:
@@ -724,7 +709,7 @@ class ConnectionPool:
                 self._reset(conn)
         except Exception as exc:
             logger.info(
-                "pool %r: discarding %s on return: %s", self.name, entry.describe(), _one_line(exc)
+                "pool %r: discarding %s on return: %s", self.name, entry.describe(), one_line(exc)
             )
             self._retire(entry, "returns_bad")
             return
@@ -772,10 +757,7 @@ class ConnectionPool:
             )
         if known:
             return  # returned twice, or already retired: harmless
-        raise ForeignConnection(
-            f"pool {self.name!r}: putconn() got a connection this pool did not lend "
-            f"({conn!r}); return each connection to the pool it came from"
-        )
+        raise errors.foreign_connection(self.name, conn)
 
     def _retire(self, entry: Entry, reason: str) -> None:
         """Close an entry's connection (outside the lock), forget it, free its slot."""
@@ -907,11 +889,7 @@ class ConnectionPool:
             if ready:
                 return
             if monotonic() >= deadline:
-                raise PoolTimeout(
-                    f"pool {self.name!r}: min_size={self._min_size} connections not open after "
-                    f"{timeout:.2f} s ({self._state_text()})" + self._last_error_text(),
-                    snapshot=self._snapshot(),
-                )
+                raise errors.not_ready_error(self._snapshot(), timeout)
             self._wake.set()
             time.sleep(0.01)
 
@@ -1065,34 +1043,16 @@ class ConnectionPool:
             "last_error": self._breaker.last_error,
         }
 
-    def _state_text(self) -> str:
-        return (
-            f"size={self._size}/{self._max_size}, in_use={len(self._out)}, "
-            f"idle={len(self._idle)}, waiting={len(self._waiters)}"
-        )
-
-    def _last_error_text(self) -> str:
-        # only while the breaker is open: once a connect succeeded, the old error is history
-        return (
-            f"; the last connect attempt failed with: {self._breaker.last_error}"
-            if self._breaker.last_error and self._breaker.down_since is not None
-            else ""
-        )
-
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
-    def _timeout_error(self, waited: float) -> PoolTimeout:
+    def _timeout_error(self, waited: float) -> PoolError:
         with self._lock:
             self._counts["requests_errors"] += 1
             self._counts["timeouts"] += 1
-        return PoolTimeout(
-            f"pool {self.name!r}: no connection after {waited:.2f} s ({self._state_text()})"
-            + self._last_error_text()
-            + ". Raise max_size or timeout, or hold connections for less time.",
-            snapshot=self._snapshot(),
-        )
+            snapshot = self._snapshot()
+        return errors.timeout_error(snapshot, waited)
 
     def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
@@ -1100,39 +1060,30 @@ class ConnectionPool:
         self._counts["requests_failed_fast"] += 1
         breaker = self._breaker
         down = breaker.down_for(monotonic())
-        error = _one_line(exc) if exc is not None else breaker.last_error
+        error = one_line(exc) if exc is not None else breaker.last_error
         if breaker.denied is not None and breaker.down_since is not None:
-            return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
-        return PoolUnavailable(
-            f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
-            f"({self._state_text()}); the last connect attempt failed with: {error}",
-            snapshot=self._snapshot(),
-        )
+            return errors.access_denied_error(
+                self._snapshot(), error, self._setting_to_check(), down, breaker.backoff_cap()
+            )
+        return errors.unavailable_error(self._snapshot(), down, error)
 
     def _denied_text(self, error: str | None, down: float) -> str:
         """The server answered and refused this client: say so, and what to fix."""
-        return (
-            f"pool {self.name!r}: the database server is reachable but refused the connection "
-            f"({error}). This is a configuration error, not an outage: check "
-            f"{self._connect_setting(self._breaker.denied or '')}. Refused for {down:.2f} s; "
-            f"retried with backoff up to {self._breaker.backoff_cap():g} s, checkouts fail at "
-            "once meanwhile"
+        return errors.denied_text(
+            self.name, error, self._setting_to_check(), down, self._breaker.backoff_cap()
         )
 
-    def _connect_setting(self, key: str) -> str:
-        """The setting that holds connection parameter *key*, as the user wrote it."""
-        if key == "pg_hba.conf":
-            return "the server's pg_hba.conf (no line admits this user, database and host)"
+    def _setting_to_check(self) -> str:
+        """The setting behind the connection parameter the server refused, as the user
+        wrote it (or the server's rule that refused it)."""
+        key = self._breaker.denied or ""
+        rule = (
+            "the server's pg_hba.conf (no line admits this user, database and host)"
+            if key == "pg_hba.conf"
+            else None
+        )
         named = self._setting(key) if self._setting is not None else None
-        if named is not None:
-            return named
-        also = " (and 'user')" if key == "password" else ""
-        return f"the {key!r}{also} connection parameter (conninfo or kwargs)"
-
-    def _closed_message(self) -> str:
-        if not self._opened:
-            return f"pool {self.name!r} is not open yet: call open() first"
-        return f"pool {self.name!r} is closed"
+        return errors.setting_to_check(key, rule, named)
 
     def get_stats(self) -> dict[str, Any]:
         """Gauges and counters with stable names (see docs)."""
@@ -1171,7 +1122,8 @@ class ConnectionPool:
         breaker = "open" if self._breaker.down_since is not None else "closed"
         state = "closed" if self._closed else "open"
         return (
-            f"<ConnectionPool {self.name!r} {state} {self._state_text()} breaker={breaker} "
+            f"<ConnectionPool {self.name!r} {state} {errors.state_text(self._snapshot())} "
+            f"breaker={breaker} "
             f"pid={self._pid} conninfo={mask_conninfo(self.config.conninfo)!r}>"
         )
 
@@ -1202,17 +1154,6 @@ class _Borrowed:
                 pool._driver.commit(conn)
         finally:
             pool.putconn(conn)
-
-
-class WrongRole(Exception):
-    """A new connection reached a server of the wrong role (a connect failure)."""
-
-
-def _one_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 def _config_dict(config: PoolConfig) -> dict[str, Any]:
