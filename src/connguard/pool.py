@@ -590,7 +590,8 @@ class ConnectionPool:
             self._slot_freed_locked()
 
     def _server_full(self, exc: BaseException) -> None:
-        """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
+        """The server refused a connection for lack of slots (the driver's
+        ``is_capacity_error``): it is up, so
         no breaker; cap this pool at what it holds now for a short, jittered while."""
         now = monotonic()
         message = one_line(exc)
@@ -1077,13 +1078,8 @@ class ConnectionPool:
         """The setting behind the connection parameter the server refused, as the user
         wrote it (or the server's rule that refused it)."""
         key = self._breaker.denied or ""
-        rule = (
-            "the server's pg_hba.conf (no line admits this user, database and host)"
-            if key == "pg_hba.conf"
-            else None
-        )
         named = self._setting(key) if self._setting is not None else None
-        return errors.setting_to_check(key, rule, named)
+        return errors.setting_to_check(key, self._driver.access_rule(key), named)
 
     def get_stats(self) -> dict[str, Any]:
         """Gauges and counters with stable names (see docs)."""
