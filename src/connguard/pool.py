@@ -13,6 +13,9 @@ Each concept the story uses lives in a module named after it, with a small inter
 
 - :mod:`connguard.entry` -- Entry (owns the socket, birth, generation, pid) and Lease (one
   checkout: owner thread, time, stack).
+- :mod:`connguard.decide` -- the decisions, pure (no I/O, no lock, no clock): what an idle
+  connection needs before it is lent, what a caller without one does next, who in the queue
+  gets a slot. The pool reads its numbers into a snapshot, asks, and acts.
 - :mod:`connguard.waiters` -- the queue, the verdicts and the hand-off.
 - :mod:`connguard.breaker` -- the circuit breaker: whether a caller may connect while the
   server does not answer (state and decisions only, shared with a future asyncio pool).
@@ -45,11 +48,12 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import errors, forking, leaks, maintenance, waiters
+from connguard import decide, errors, forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
-from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
+from connguard.breaker import ABSENT_PROBE_COST, Breaker
 from connguard.ceiling import Ceiling
 from connguard.config import PoolConfig, build_config, mask_conninfo
+from connguard.decide import Check, Next
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
 from connguard.entry import (
@@ -62,7 +66,7 @@ from connguard.entry import (
 )
 from connguard.errors import PoolClosed, PoolError, one_line
 from connguard.stats import Stats
-from connguard.waiters import RETRY, Next, Verdict, Waiter
+from connguard.waiters import RETRY, Verdict, Waiter
 
 logger = logging.getLogger("connguard.pool")
 
@@ -212,7 +216,8 @@ class ConnectionPool:
                 conn = entry.conn
                 key = id(conn)
                 self._out[key] = entry
-                # young, used moments ago, and nothing arrived on the socket: lend it
+                # young, used moments ago, and nothing arrived on the socket: lend it (the
+                # LEND case of decide.check_idle, inlined: this runs at every checkout)
                 lend = (
                     now < entry.expires
                     and entry.generation == self._generation
@@ -285,32 +290,31 @@ class ConnectionPool:
     def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Verdict:
         """Locked step when no idle connection is at hand: what the caller does next.
 
-        Connect (a slot is reserved), look at the idle list again, queue, or refuse (raises).
-        While the breaker is open and a cheap probe of an absent server is under way, the
-        caller is told to await it (once per getconn, *wait_probe*): its outcome takes
-        milliseconds and, when the server is back, spares the caller a needless failure."""
-        if self._closed:
+        :func:`connguard.decide.checkout` decides; this acts on it: reserve a slot to
+        connect with, queue a waiter, or refuse (raises). While the breaker is open and a
+        cheap probe of an absent server is under way, the caller is told to await it (once
+        per getconn, *wait_probe*): its outcome takes milliseconds and, when the server is
+        back, spares the caller a needless failure."""
+        decision = decide.checkout(
+            self._state_locked(), self._breaker, self._ceiling, now, wait_probe
+        )
+        next_ = decision.next
+        if next_ is Next.CLOSED:
             raise PoolClosed(errors.closed_text(self.name, self._opened))
         if self._worker is None:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
-        if self._idle:
-            return RETRY  # one came back meanwhile: take it
-        if self._size < self._limit_locked(now) and not self._waiters:
-            breaker = self._breaker
-            if breaker.down_since is not None:
-                admitted = breaker.admit(now, wait_probe)
-                if admitted is REFUSE:
-                    raise self._unavailable_error()
-                if admitted is not CONNECT:
-                    assert isinstance(admitted, threading.Event)
-                    return Verdict.await_probe(admitted)
-                return self._take_slot_locked()
-            if not self._filling:
-                return self._take_slot_locked()
-            # the warm-up is opening a connection right now: wait for it rather than open
-            # one more (_fill hands it over, then gives the other waiters slots)
-        if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
+        if next_ is Next.RETRY:
+            return RETRY
+        if next_ is Next.CONNECT:
+            self._size += 1
+            return waiters.CONNECT
+        if next_ is Next.AWAIT_PROBE:
+            assert decision.event is not None
+            return Verdict.await_probe(decision.event)
+        if next_ is Next.FAIL_FAST:
+            raise self._unavailable_error()
+        if next_ is Next.SHED:
             self._counts["requests_shed"] += 1
             raise errors.too_many_requests(self._snapshot(), self.config.max_waiting)
         waiter = waiters.Waiter()
@@ -321,9 +325,18 @@ class ConnectionPool:
         waiters.hand_over(self._waiters, self._idle)
         return Verdict.queued(waiter)
 
-    def _take_slot_locked(self) -> Verdict:
-        self._size += 1
-        return waiters.CONNECT
+    def _state_locked(self) -> decide.State:
+        """The numbers :mod:`connguard.decide` decides on (call with the lock held)."""
+        return decide.State(
+            self._closed,
+            self._size,
+            self._max_size,
+            len(self._idle),
+            len(self._out),
+            len(self._waiters),
+            self._filling,
+            self.config.max_waiting,
+        )
 
     def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
@@ -376,20 +389,28 @@ class ConnectionPool:
 
         Returns True when it may be lent (it stays registered as out), False after retiring.
         """
-        if now >= entry.expires:
+        check = decide.check_idle(
+            entry,
+            now,
+            self._generation,
+            self._floor,
+            self._ping_interval,
+            bool(entry.poller.poll(0)),
+        )
+        if check is Check.EXPIRED:
             self._retire(entry, "connections_expired")
             return False
+        if check is Check.DISCARD:
+            self._retire(entry, "connections_discarded")
+            return False
         conn = entry.conn
-        if entry.generation != self._generation:
-            if entry.generation < self._floor:
-                self._retire(entry, "connections_discarded")
-                return False
+        if check is Check.RECHECK:
             # invalidated (an error said the server changed role or went away): check it
             generation = self._generation
             if not self._check_after_invalidation(entry):
                 return False
             entry.generation = generation
-        elif now - entry.last_used >= self._ping_interval or entry.poller.poll(0):
+        elif check is Check.PING:
             self._count("pings")
             try:
                 self._driver.ping(conn, self.config.ping_timeout)
@@ -799,31 +820,16 @@ class ConnectionPool:
                 return taken
 
     def _grant_slots_locked(self) -> None:
-        """Hand free slots to queued callers so they open connections themselves.
-
-        While the breaker is open a free slot is what a new caller fails fast on: so do the
-        queued callers that only a connect could serve, except one that may make the
-        breaker's single connect attempt (as in :meth:`_reserve`). As many as a lent
-        connection or a background connect may still serve keep waiting, oldest first."""
-        now = monotonic()
-        limit = self._limit_locked(now)
-        if self._breaker.down_since is not None and self._waiters and self._size < limit:
-            if self._breaker.grant_probe(now):
-                self._size += 1
-                self._waiters.popleft().grant(None)
-            servable = len(self._out) + self._filling
-            while len(self._waiters) > servable:
-                self._waiters.pop().wake_down()
-            return
-        while self._waiters and self._size < limit:
-            self._size += 1
-            self._waiters.popleft().grant(None)
-
-    def _limit_locked(self, now: float) -> int:
-        """How many connections may be open now: max_size, or fewer for a while after the
-        server said it has no slot left ("too many clients"): callers then wait for a
-        connection to come back instead of failing or hammering the server."""
-        return self._ceiling.limit(now, self._max_size)
+        """Hand free slots to queued callers so they open connections themselves; while the
+        breaker is open, fail those only a connect could serve (:func:`connguard.decide.grants`
+        decides)."""
+        slots, fail = decide.grants(self._state_locked(), self._breaker, self._ceiling, monotonic())
+        queue = self._waiters
+        self._size += slots
+        for _ in range(slots):
+            queue.popleft().grant(None)
+        for _ in range(fail):
+            queue.pop().wake_down()
 
     def socket_of(self, conn: Any) -> tuple[int, Any] | None:
         """``(fd, poller)`` of a connection this pool lent: the poller it made when the
