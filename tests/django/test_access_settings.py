@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE
+from connguard.demo.processes import django_env, run_manage
+from connguard.demo.targets.postgresql import DbTarget
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
@@ -44,16 +46,16 @@ def password_role(django_pg: Any) -> Iterator[str]:
         django_pg.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def probe(target: harness.DbTarget) -> str:
-    env = harness.django_env(target, {"ENGINE": harness.CONNGUARD_ENGINE})
-    proc = harness.run_manage(env, "shell", "-c", PROBE, timeout=60, check=False)
+def probe(target: DbTarget) -> str:
+    env = django_env(target, {"ENGINE": CONNGUARD_ENGINE})
+    proc = run_manage(env, "shell", "-c", PROBE, timeout=60, check=False)
     return proc.stdout + proc.stderr
 
 
 def test_wrong_password_names_the_setting(
     django_pg: Any, django_db: str, password_role: str
 ) -> None:
-    base = harness.DbTarget.from_server(django_pg, django_db)
+    base = DbTarget.from_server(django_pg, django_db)
     wrong = dataclasses.replace(base, user=password_role, password="wrong")
     out = probe(wrong)
     assert "AccessDenied" in out, out
@@ -70,7 +72,7 @@ def test_wrong_password_names_the_setting(
 
 def test_unknown_database_names_the_setting(django_pg: Any, django_db: str) -> None:
     target = dataclasses.replace(
-        harness.DbTarget.from_server(django_pg, django_db), dbname="cg_no_such_db"
+        DbTarget.from_server(django_pg, django_db), dbname="cg_no_such_db"
     )
     out = probe(target)
     assert "AccessDenied" in out and "unreachable" not in out, out
