@@ -5,8 +5,6 @@ setting to fix (before: "database unreachable for 0.19 s, failing fast")."""
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +13,7 @@ import pytest
 from connguard.demo.base import CONNGUARD_ENGINE
 from connguard.demo.processes import django_env, run_manage
 from connguard.demo.targets.postgresql import DbTarget
+from support import password_role as scram_role
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
@@ -31,19 +30,8 @@ PROBE = (
 @pytest.fixture
 def password_role(django_pg: Any) -> Iterator[str]:
     """A login role whose password is 'right', checked with scram-sha-256 over TCP."""
-    role = f"cg_pw_{uuid.uuid4().hex[:8]}"
-    django_pg.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right'")
-    hba = django_pg.data_dir / "pg_hba.conf"
-    original = hba.read_text()
-    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")
-    django_pg.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)  # the postmaster reloads asynchronously
-    try:
+    with scram_role(django_pg, superuser=True) as role:
         yield role
-    finally:
-        hba.write_text(original)
-        django_pg.execute("SELECT pg_reload_conf()")
-        django_pg.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def probe(target: DbTarget) -> str:
