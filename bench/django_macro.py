@@ -55,7 +55,16 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent / "src") not in sys.path and (HERE.parent / "src").is_dir():
     sys.path.insert(0, str(HERE.parent / "src"))
 
-from connguard.demo import harness  # noqa: E402
+from connguard.demo.load import http_get  # noqa: E402
+from connguard.demo.processes import HttpServer, free_port  # noqa: E402
+from connguard.demo.targets import server_target  # noqa: E402
+from connguard.demo.targets.base import ConnectionMonitor  # noqa: E402
+from connguard.demo.targets.postgresql import (  # noqa: E402
+    DbTarget,
+    connect_admin,
+    make_conninfo,
+    parse_conninfo,
+)
 
 PYTHON = sys.executable
 ROWS = 10_000
@@ -240,7 +249,7 @@ class Server:
     password: str
 
     def conninfo(self, dbname: str = "postgres", **params: Any) -> str:
-        return harness.make_conninfo(
+        return make_conninfo(
             host=self.host, port=self.port, user=self.user, password=self.password or None,
             dbname=dbname, **params,
         )  # fmt: skip
@@ -250,7 +259,7 @@ class Server:
 def postgres(dsn: str | None) -> Iterator[tuple[Server, Any, str]]:
     """Yield (server, object PgBouncer can front, where)."""
     if dsn:
-        info = harness.parse_conninfo(dsn)
+        info = parse_conninfo(dsn)
         server = Server(
             info.get("host", "127.0.0.1"), int(info.get("port", 5432)),
             info.get("user", "postgres"), info.get("password", ""),
@@ -268,9 +277,9 @@ def postgres(dsn: str | None) -> Iterator[tuple[Server, Any, str]]:
 
 
 def prepare_database(server: Server, name: str) -> None:
-    with harness.connect_admin(server.conninfo()) as conn:
+    with connect_admin(server.conninfo()) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    with harness.connect_admin(server.conninfo(name)) as conn:
+    with connect_admin(server.conninfo(name)) as conn:
         conn.execute(
             "CREATE TABLE bench_item (id bigint PRIMARY KEY, key varchar(32) NOT NULL, "
             "value varchar(200) NOT NULL, counter bigint NOT NULL DEFAULT 0)"
@@ -288,7 +297,7 @@ def prepare_database(server: Server, name: str) -> None:
 
 
 def drop_database(server: Server, name: str) -> None:
-    with contextlib.suppress(Exception), harness.connect_admin(server.conninfo()) as conn:
+    with contextlib.suppress(Exception), connect_admin(server.conninfo()) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -299,11 +308,11 @@ def pgbouncer_api() -> Any:
     return pgbouncer
 
 
-def server_connections(target: harness.DbTarget) -> int:
-    return harness.server_target(target).connections(target.dbname)
+def server_connections(target: DbTarget) -> int:
+    return server_target(target).connections(target.dbname)
 
 
-def wait_drained(target: harness.DbTarget, timeout: float = 15.0) -> int:
+def wait_drained(target: DbTarget, timeout: float = 15.0) -> int:
     """Wait (bounded) until no client backend is left on the benchmark database."""
     deadline = time.monotonic() + timeout
     n = server_connections(target)
@@ -331,14 +340,14 @@ def project_env(database: dict[str, Any], extra: dict[str, str] | None = None) -
 
 def start_gunicorn(
     env: dict[str, str], workers: Workers, log_dir: Path, name: str
-) -> harness.HttpServer:
-    port = harness.free_port()
+) -> HttpServer:
+    port = free_port()
     argv = [
         PYTHON, "-m", "gunicorn", "djbench.wsgi:application", "-b", f"127.0.0.1:{port}",
         *workers.argv, "--log-level", "warning", "--backlog", "2048",
         "--graceful-timeout", "3", "--timeout", "60",
     ]  # fmt: skip
-    srv = harness.HttpServer(name, argv, port=port, env=env, log_dir=log_dir)
+    srv = HttpServer(name, argv, port=port, env=env, log_dir=log_dir)
     try:
         srv.wait_ready("/health", timeout=60)
     except BaseException:
@@ -353,7 +362,7 @@ def verify(base_url: str, view: str, n: int) -> tuple[int, int, list[str]]:
     samples: list[str] = []
     for _ in range(n):
         pk = random.randint(1, ROWS)
-        status, data, err = harness.http_get(f"{base_url}{VIEWS[view]}{pk}", timeout=10)
+        status, data, err = http_get(f"{base_url}{VIEWS[view]}{pk}", timeout=10)
         good = (
             status == 200
             and isinstance(data, dict)
@@ -409,7 +418,7 @@ def machine_info(server: Server, wrk: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
         cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    with harness.connect_admin(server.conninfo()) as conn:
+    with connect_admin(server.conninfo()) as conn:
         pg_version = str(conn.execute("SHOW server_version")[0][0]).split()[0]
     versions: dict[str, str] = {}
     for dist in ("psycopg", "psycopg-pool", "django-db-connection-pool", "SQLAlchemy"):
@@ -465,7 +474,7 @@ def run_config(
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Start (PgBouncer and) gunicorn for one configuration, load each view: view -> run."""
-    target = harness.DbTarget(server.host, server.port, server.user, server.password, dbname)
+    target = DbTarget(server.host, server.port, server.user, server.password, dbname)
     with contextlib.ExitStack() as stack:
         host, port = server.host, server.port
         if config.pgbouncer:
@@ -492,8 +501,8 @@ def run_config(
             prefix = VIEWS[view]
             run_wrk(wrk, script, srv.base_url, prefix, plan.warmup, WRK_CONNECTIONS)
             ok, wrong, samples = verify(srv.base_url, view, VERIFY_SAMPLES)
-            monitor = harness.ConnectionMonitor(
-                harness.server_target(target), dbname, interval=0.05,
+            monitor = ConnectionMonitor(
+                server_target(target), dbname, interval=0.05,
                 max_seconds=plan.duration + 30,
             ).start()
             try:

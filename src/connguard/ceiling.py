@@ -1,7 +1,7 @@
 """The server-full ceiling: fewer connections for a while after "too many clients".
 
-When the server refuses a connection for lack of slots (PostgreSQL's SQLSTATE 53300, the
-driver's ``is_capacity_error``), it is up: no breaker. The pool holds at the number of
+When the server refuses a connection for lack of slots (the driver's ``is_capacity_error``
+says so), it is up: no breaker. The pool holds at the number of
 connections it has for a short, jittered while, and callers wait for one to come back
 instead of failing or hammering the server. Like :mod:`connguard.breaker`: state and
 decisions only, called with the pool's lock held, given ``now``.

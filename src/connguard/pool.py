@@ -13,6 +13,9 @@ Each concept the story uses lives in a module named after it, with a small inter
 
 - :mod:`connguard.entry` -- Entry (owns the socket, birth, generation, pid) and Lease (one
   checkout: owner thread, time, stack).
+- :mod:`connguard.decide` -- the decisions, pure (no I/O, no lock, no clock): what an idle
+  connection needs before it is lent, what a caller without one does next, who in the queue
+  gets a slot. The pool reads its numbers into a snapshot, asks, and acts.
 - :mod:`connguard.waiters` -- the queue, the verdicts and the hand-off.
 - :mod:`connguard.breaker` -- the circuit breaker: whether a caller may connect while the
   server does not answer (state and decisions only, shared with a future asyncio pool).
@@ -45,11 +48,12 @@ from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
-from connguard import forking, leaks, maintenance, waiters
+from connguard import decide, errors, forking, leaks, maintenance, waiters
 from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
-from connguard.breaker import ABSENT_PROBE_COST, CONNECT, REFUSE, Breaker
+from connguard.breaker import ABSENT_PROBE_COST, Breaker
 from connguard.ceiling import Ceiling
 from connguard.config import PoolConfig, build_config, mask_conninfo
+from connguard.decide import Check, Next
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
 from connguard.entry import (
@@ -60,17 +64,9 @@ from connguard.entry import (
     take,
     thread_name,
 )
-from connguard.errors import (
-    AccessDenied,
-    ForeignConnection,
-    PoolClosed,
-    PoolError,
-    PoolTimeout,
-    PoolUnavailable,
-    TooManyRequests,
-)
+from connguard.errors import PoolClosed, PoolError, one_line
 from connguard.stats import Stats
-from connguard.waiters import RETRY, Next, Verdict, Waiter
+from connguard.waiters import RETRY, Verdict, Waiter
 
 logger = logging.getLogger("connguard.pool")
 
@@ -192,7 +188,7 @@ class ConnectionPool:
             if self._opened and not self._closed:
                 return
             if self._opened:
-                raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+                raise errors.reopen_error(self.name)
             self._opened = True
             self._closed = False
         if self._min_size:
@@ -220,7 +216,8 @@ class ConnectionPool:
                 conn = entry.conn
                 key = id(conn)
                 self._out[key] = entry
-                # young, used moments ago, and nothing arrived on the socket: lend it
+                # young, used moments ago, and nothing arrived on the socket: lend it (the
+                # LEND case of decide.check_idle, inlined: this runs at every checkout)
                 lend = (
                     now < entry.expires
                     and entry.generation == self._generation
@@ -293,39 +290,33 @@ class ConnectionPool:
     def _reserve(self, now: float, deadline: float, wait_probe: bool = True) -> Verdict:
         """Locked step when no idle connection is at hand: what the caller does next.
 
-        Connect (a slot is reserved), look at the idle list again, queue, or refuse (raises).
-        While the breaker is open and a cheap probe of an absent server is under way, the
-        caller is told to await it (once per getconn, *wait_probe*): its outcome takes
-        milliseconds and, when the server is back, spares the caller a needless failure."""
-        if self._closed:
-            raise PoolClosed(self._closed_message())
+        :func:`connguard.decide.checkout` decides; this acts on it: reserve a slot to
+        connect with, queue a waiter, or refuse (raises). While the breaker is open and a
+        cheap probe of an absent server is under way, the caller is told to await it (once
+        per getconn, *wait_probe*): its outcome takes milliseconds and, when the server is
+        back, spares the caller a needless failure."""
+        decision = decide.checkout(
+            self._state_locked(), self._breaker, self._ceiling, now, wait_probe
+        )
+        next_ = decision.next
+        if next_ is Next.CLOSED:
+            raise PoolClosed(errors.closed_text(self.name, self._opened))
         if self._worker is None:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
-        if self._idle:
-            return RETRY  # one came back meanwhile: take it
-        if self._size < self._limit_locked(now) and not self._waiters:
-            breaker = self._breaker
-            if breaker.down_since is not None:
-                admitted = breaker.admit(now, wait_probe)
-                if admitted is REFUSE:
-                    raise self._unavailable_error()
-                if admitted is not CONNECT:
-                    assert isinstance(admitted, threading.Event)
-                    return Verdict.await_probe(admitted)
-                return self._take_slot_locked()
-            if not self._filling:
-                return self._take_slot_locked()
-            # the warm-up is opening a connection right now: wait for it rather than open
-            # one more (_fill hands it over, then gives the other waiters slots)
-        if self.config.max_waiting and len(self._waiters) >= self.config.max_waiting:
+        if next_ is Next.RETRY:
+            return RETRY
+        if next_ is Next.CONNECT:
+            self._size += 1
+            return waiters.CONNECT
+        if next_ is Next.AWAIT_PROBE:
+            assert decision.event is not None
+            return Verdict.await_probe(decision.event)
+        if next_ is Next.FAIL_FAST:
+            raise self._unavailable_error()
+        if next_ is Next.SHED:
             self._counts["requests_shed"] += 1
-            raise TooManyRequests(
-                f"pool {self.name!r}: {len(self._waiters)} requests already waiting "
-                f"(max_waiting={self.config.max_waiting}); shedding load. "
-                f"State: {self._state_text()}",
-                snapshot=self._snapshot(),
-            )
+            raise errors.too_many_requests(self._snapshot(), self.config.max_waiting)
         waiter = waiters.Waiter()
         self._waiters.append(waiter)
         self._counts["requests_queued"] += 1
@@ -334,9 +325,18 @@ class ConnectionPool:
         waiters.hand_over(self._waiters, self._idle)
         return Verdict.queued(waiter)
 
-    def _take_slot_locked(self) -> Verdict:
-        self._size += 1
-        return waiters.CONNECT
+    def _state_locked(self) -> decide.State:
+        """The numbers :mod:`connguard.decide` decides on (call with the lock held)."""
+        return decide.State(
+            self._closed,
+            self._size,
+            self._max_size,
+            len(self._idle),
+            len(self._out),
+            len(self._waiters),
+            self._filling,
+            self.config.max_waiting,
+        )
 
     def _wait(self, waiter: Waiter, deadline: float, timeout: float) -> Entry | None:
         started = monotonic()
@@ -353,7 +353,7 @@ class ConnectionPool:
         # (not acquired but no longer queued: granted while we gave up, so take the grant)
         self._count("requests_wait_ms", int((monotonic() - started) * 1000))
         if waiter.closed:
-            raise PoolClosed(self._closed_message())
+            raise PoolClosed(errors.closed_text(self.name, self._opened))
         if waiter.down:
             with self._lock:
                 raise self._unavailable_error()
@@ -389,27 +389,35 @@ class ConnectionPool:
 
         Returns True when it may be lent (it stays registered as out), False after retiring.
         """
-        if now >= entry.expires:
+        check = decide.check_idle(
+            entry,
+            now,
+            self._generation,
+            self._floor,
+            self._ping_interval,
+            bool(entry.poller.poll(0)),
+        )
+        if check is Check.EXPIRED:
             self._retire(entry, "connections_expired")
             return False
+        if check is Check.DISCARD:
+            self._retire(entry, "connections_discarded")
+            return False
         conn = entry.conn
-        if entry.generation != self._generation:
-            if entry.generation < self._floor:
-                self._retire(entry, "connections_discarded")
-                return False
+        if check is Check.RECHECK:
             # invalidated (an error said the server changed role or went away): check it
             generation = self._generation
             if not self._check_after_invalidation(entry):
                 return False
             entry.generation = generation
-        elif now - entry.last_used >= self._ping_interval or entry.poller.poll(0):
+        elif check is Check.PING:
             self._count("pings")
             try:
                 self._driver.ping(conn, self.config.ping_timeout)
             except Exception as exc:
                 logger.info(
                     "pool %r: %s is dead (%s); replacing it",
-                    self.name, entry.describe(), _one_line(exc),
+                    self.name, entry.describe(), one_line(exc),
                 )  # fmt: skip
                 silent_since = entry.last_used
                 self._retire(entry, "connections_lost")
@@ -461,7 +469,7 @@ class ConnectionPool:
         except Exception as exc:
             logger.info(
                 "pool %r: %s is dead (%s); replacing it",
-                self.name, entry.describe(), _one_line(exc),
+                self.name, entry.describe(), one_line(exc),
             )  # fmt: skip
             self._retire(entry, "connections_lost")
             return False
@@ -501,7 +509,7 @@ class ConnectionPool:
             self._counts["invalidations"] += 1
         logger.info(
             "pool %r: invalidated (%s); every connection is checked before it is lent again",
-            self.name, _one_line(exc) if exc is not None else "invalidate() called",
+            self.name, one_line(exc) if exc is not None else "invalidate() called",
         )  # fmt: skip
 
     # -- opening connections --------------------------------------------------------------
@@ -555,7 +563,7 @@ class ConnectionPool:
         if self._pid != os.getpid():  # forked by code that skipped the fork hooks
             self._driver.abandon(conn, self._driver.fileno(conn))
             self._after_fork_in_child()
-            raise PoolError(f"pool {self.name!r}: the process forked while connecting; retry")
+            raise errors.forked_while_connecting(self.name)
         entry = self._make_entry(conn, now, origin)
         with self._lock:
             self._entries[entry.id] = entry
@@ -579,9 +587,7 @@ class ConnectionPool:
             raise
         if role is not Role.PRIMARY:
             self._driver.close(conn)
-            raise WrongRole(
-                f"pool {self.name!r}: the server is a {role.value} (require_primary=True)"
-            )
+            raise errors.wrong_role(self.name, role.value)
 
     def _make_entry(self, conn: Any, now: float, origin: Any) -> Entry:
         fd = self._driver.fileno(conn)
@@ -605,10 +611,11 @@ class ConnectionPool:
             self._slot_freed_locked()
 
     def _server_full(self, exc: BaseException) -> None:
-        """The server refused a connection for lack of slots (SQLSTATE 53300): it is up, so
+        """The server refused a connection for lack of slots (the driver's
+        ``is_capacity_error``): it is up, so
         no breaker; cap this pool at what it holds now for a short, jittered while."""
         now = monotonic()
-        message = _one_line(exc)
+        message = one_line(exc)
         with self._lock:
             self._size -= 1  # (no slot granted: the ceiling below holds callers back)
             self._breaker.server_full(message)
@@ -625,7 +632,7 @@ class ConnectionPool:
 
     def _connect_failed(self, exc: BaseException, started: float) -> None:
         now = monotonic()
-        message = _one_line(exc)
+        message = one_line(exc)
         absent = self._driver.is_server_absent(exc)
         denied = self._driver.access_denied(exc)
         with self._lock:
@@ -724,7 +731,7 @@ class ConnectionPool:
                 self._reset(conn)
         except Exception as exc:
             logger.info(
-                "pool %r: discarding %s on return: %s", self.name, entry.describe(), _one_line(exc)
+                "pool %r: discarding %s on return: %s", self.name, entry.describe(), one_line(exc)
             )
             self._retire(entry, "returns_bad")
             return
@@ -772,10 +779,7 @@ class ConnectionPool:
             )
         if known:
             return  # returned twice, or already retired: harmless
-        raise ForeignConnection(
-            f"pool {self.name!r}: putconn() got a connection this pool did not lend "
-            f"({conn!r}); return each connection to the pool it came from"
-        )
+        raise errors.foreign_connection(self.name, conn)
 
     def _retire(self, entry: Entry, reason: str) -> None:
         """Close an entry's connection (outside the lock), forget it, free its slot."""
@@ -816,31 +820,16 @@ class ConnectionPool:
                 return taken
 
     def _grant_slots_locked(self) -> None:
-        """Hand free slots to queued callers so they open connections themselves.
-
-        While the breaker is open a free slot is what a new caller fails fast on: so do the
-        queued callers that only a connect could serve, except one that may make the
-        breaker's single connect attempt (as in :meth:`_reserve`). As many as a lent
-        connection or a background connect may still serve keep waiting, oldest first."""
-        now = monotonic()
-        limit = self._limit_locked(now)
-        if self._breaker.down_since is not None and self._waiters and self._size < limit:
-            if self._breaker.grant_probe(now):
-                self._size += 1
-                self._waiters.popleft().grant(None)
-            servable = len(self._out) + self._filling
-            while len(self._waiters) > servable:
-                self._waiters.pop().wake_down()
-            return
-        while self._waiters and self._size < limit:
-            self._size += 1
-            self._waiters.popleft().grant(None)
-
-    def _limit_locked(self, now: float) -> int:
-        """How many connections may be open now: max_size, or fewer for a while after the
-        server said it has no slot left ("too many clients"): callers then wait for a
-        connection to come back instead of failing or hammering the server."""
-        return self._ceiling.limit(now, self._max_size)
+        """Hand free slots to queued callers so they open connections themselves; while the
+        breaker is open, fail those only a connect could serve (:func:`connguard.decide.grants`
+        decides)."""
+        slots, fail = decide.grants(self._state_locked(), self._breaker, self._ceiling, monotonic())
+        queue = self._waiters
+        self._size += slots
+        for _ in range(slots):
+            queue.popleft().grant(None)
+        for _ in range(fail):
+            queue.pop().wake_down()
 
     def socket_of(self, conn: Any) -> tuple[int, Any] | None:
         """``(fd, poller)`` of a connection this pool lent: the poller it made when the
@@ -907,11 +896,7 @@ class ConnectionPool:
             if ready:
                 return
             if monotonic() >= deadline:
-                raise PoolTimeout(
-                    f"pool {self.name!r}: min_size={self._min_size} connections not open after "
-                    f"{timeout:.2f} s ({self._state_text()})" + self._last_error_text(),
-                    snapshot=self._snapshot(),
-                )
+                raise errors.not_ready_error(self._snapshot(), timeout)
             self._wake.set()
             time.sleep(0.01)
 
@@ -1065,34 +1050,16 @@ class ConnectionPool:
             "last_error": self._breaker.last_error,
         }
 
-    def _state_text(self) -> str:
-        return (
-            f"size={self._size}/{self._max_size}, in_use={len(self._out)}, "
-            f"idle={len(self._idle)}, waiting={len(self._waiters)}"
-        )
-
-    def _last_error_text(self) -> str:
-        # only while the breaker is open: once a connect succeeded, the old error is history
-        return (
-            f"; the last connect attempt failed with: {self._breaker.last_error}"
-            if self._breaker.last_error and self._breaker.down_since is not None
-            else ""
-        )
-
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
-    def _timeout_error(self, waited: float) -> PoolTimeout:
+    def _timeout_error(self, waited: float) -> PoolError:
         with self._lock:
             self._counts["requests_errors"] += 1
             self._counts["timeouts"] += 1
-        return PoolTimeout(
-            f"pool {self.name!r}: no connection after {waited:.2f} s ({self._state_text()})"
-            + self._last_error_text()
-            + ". Raise max_size or timeout, or hold connections for less time.",
-            snapshot=self._snapshot(),
-        )
+            snapshot = self._snapshot()
+        return errors.timeout_error(snapshot, waited)
 
     def _unavailable_error(self, exc: BaseException | None = None) -> PoolError:
         """Build the fail-fast error; call with the lock held."""
@@ -1100,39 +1067,25 @@ class ConnectionPool:
         self._counts["requests_failed_fast"] += 1
         breaker = self._breaker
         down = breaker.down_for(monotonic())
-        error = _one_line(exc) if exc is not None else breaker.last_error
+        error = one_line(exc) if exc is not None else breaker.last_error
         if breaker.denied is not None and breaker.down_since is not None:
-            return AccessDenied(self._denied_text(error, down), snapshot=self._snapshot())
-        return PoolUnavailable(
-            f"pool {self.name!r}: database unreachable for {down:.2f} s, failing fast "
-            f"({self._state_text()}); the last connect attempt failed with: {error}",
-            snapshot=self._snapshot(),
-        )
+            return errors.access_denied_error(
+                self._snapshot(), error, self._setting_to_check(), down, breaker.backoff_cap()
+            )
+        return errors.unavailable_error(self._snapshot(), down, error)
 
     def _denied_text(self, error: str | None, down: float) -> str:
         """The server answered and refused this client: say so, and what to fix."""
-        return (
-            f"pool {self.name!r}: the database server is reachable but refused the connection "
-            f"({error}). This is a configuration error, not an outage: check "
-            f"{self._connect_setting(self._breaker.denied or '')}. Refused for {down:.2f} s; "
-            f"retried with backoff up to {self._breaker.backoff_cap():g} s, checkouts fail at "
-            "once meanwhile"
+        return errors.denied_text(
+            self.name, error, self._setting_to_check(), down, self._breaker.backoff_cap()
         )
 
-    def _connect_setting(self, key: str) -> str:
-        """The setting that holds connection parameter *key*, as the user wrote it."""
-        if key == "pg_hba.conf":
-            return "the server's pg_hba.conf (no line admits this user, database and host)"
+    def _setting_to_check(self) -> str:
+        """The setting behind the connection parameter the server refused, as the user
+        wrote it (or the server's rule that refused it)."""
+        key = self._breaker.denied or ""
         named = self._setting(key) if self._setting is not None else None
-        if named is not None:
-            return named
-        also = " (and 'user')" if key == "password" else ""
-        return f"the {key!r}{also} connection parameter (conninfo or kwargs)"
-
-    def _closed_message(self) -> str:
-        if not self._opened:
-            return f"pool {self.name!r} is not open yet: call open() first"
-        return f"pool {self.name!r} is closed"
+        return errors.setting_to_check(key, self._driver.access_rule(key), named)
 
     def get_stats(self) -> dict[str, Any]:
         """Gauges and counters with stable names (see docs)."""
@@ -1171,7 +1124,8 @@ class ConnectionPool:
         breaker = "open" if self._breaker.down_since is not None else "closed"
         state = "closed" if self._closed else "open"
         return (
-            f"<ConnectionPool {self.name!r} {state} {self._state_text()} breaker={breaker} "
+            f"<ConnectionPool {self.name!r} {state} {errors.state_text(self._snapshot())} "
+            f"breaker={breaker} "
             f"pid={self._pid} conninfo={mask_conninfo(self.config.conninfo)!r}>"
         )
 
@@ -1202,17 +1156,6 @@ class _Borrowed:
                 pool._driver.commit(conn)
         finally:
             pool.putconn(conn)
-
-
-class WrongRole(Exception):
-    """A new connection reached a server of the wrong role (a connect failure)."""
-
-
-def _one_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 def _config_dict(config: PoolConfig) -> dict[str, Any]:

@@ -1,38 +1,32 @@
 """The waiter queue: callers that found no idle connection, and what the pool tells them.
 
-The pool's locked step for such a caller (``ConnectionPool._reserve``) answers with a
-:class:`Verdict`, one meaning: what the caller does next, outside the lock — look at the idle
-list again, open a connection with the slot it now holds, wait for a probe of the server to
-end, or wait in the queue. A queued :class:`Waiter` is later granted a connection, or a slot
+The pool's locked step for such a caller (``ConnectionPool._reserve``, on the decision of
+:func:`connguard.decide.checkout`) answers with a :class:`Verdict`, one meaning: what the
+caller does next, outside the lock — look at the idle list again, open a connection with the
+slot it now holds, wait for a probe of the server to end, or wait in the queue. A queued :class:`Waiter` is later granted a connection, or a slot
 to connect with, or woken because the pool closed or the breaker opened. Hand-off is oldest
 caller first (:func:`hand_over`); the newest connection goes first (the idle list is a stack).
 
 Nothing here blocks while holding the pool's lock, and nothing does I/O; a second front end
-(asyncio) would keep the verdicts and replace :class:`Waiter`'s lock with a future.
+(asyncio) would keep the decisions (:mod:`connguard.decide`) and replace :class:`Waiter`'s
+lock with a future.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
+
+from connguard.decide import Next
 
 if TYPE_CHECKING:
     from connguard.entry import Entry
 
 
-class Next(enum.Enum):
-    """What a caller without an idle connection does next."""
-
-    RETRY = "retry"  # an idle connection is back (or a fork changed the lists): look again
-    CONNECT = "connect"  # it holds a slot: open a connection
-    AWAIT_PROBE = "await probe"  # wait for the connect attempt under way, then ask again
-    QUEUED = "queued"  # it is in the queue: wait for a grant
-
-
 class Verdict:
-    """The answer of the pool's locked step: :attr:`next`, and what to wait on."""
+    """The answer of the pool's locked step: :attr:`next` (never a refusal: those are raised),
+    and what to wait on."""
 
     __slots__ = ("event", "next", "waiter")
 

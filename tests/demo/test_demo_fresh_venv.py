@@ -96,9 +96,9 @@ def test_connguard_demo_quick_in_a_fresh_venv(tmp_path: Path) -> None:
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output
     # the silent drop runs where network namespaces can be made (root, ip, nft)
-    from connguard.demo import harness
+    from connguard.demo.registry import unavailable_here
 
-    scenarios = sum(1 for name in SCENARIOS if harness.unavailable_here(name) is None)
+    scenarios = sum(1 for name in SCENARIOS if unavailable_here(name) is None)
     assert f"connguard: zero failures in {scenarios} scenario(s)" in output, output
     # the stock backend fails in the deterministic scenarios (the fork races are likely,
     # not certain, in a quick run)

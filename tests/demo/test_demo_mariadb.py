@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import cli, harness
+from connguard.demo import cli
+from connguard.demo.registry import SCENARIOS
+from connguard.demo.results import Result
+from connguard.demo.runner import run_scenario
 from connguard.demo.servers import MARIADB
 
 STOCK: dict[str, Any] = {"ENGINE": "django.db.backends.mysql"}
@@ -22,12 +25,12 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def explain(result: harness.Result) -> str:
+def explain(result: Result) -> str:
     return f"{result.summary()}\n{result.details.get('logs_tail', '')[-1500:]}"
 
 
 def test_every_mariadb_scenario_exists_in_the_harness() -> None:
-    assert set(MARIADB.scenarios) <= set(harness.SCENARIOS)
+    assert set(MARIADB.scenarios) <= set(SCENARIOS)
     assert MARIADB.engines == (
         ("stock", "django.db.backends.mysql"), ("connguard", "connguard.backends.mysql"),
     )  # fmt: skip
@@ -59,7 +62,7 @@ def test_dsn_names_a_postgresql_server_only(
 def test_stock_django_loses_requests_on_mariadb(mariadb: Any, name: str) -> None:
     """Persistent connections ended by a restart, or by wait_timeout: the next request on
     each fails with 2006/2013."""
-    r = harness.run_scenario(name, STOCK, mariadb)
+    r = run_scenario(name, STOCK, mariadb)
     assert r.engine == "django.db.backends.mysql"
     assert r.errors > 0 and r.has_error(*GONE), explain(r)
     assert r.wrong == 0 and r.lost == 0, explain(r)
@@ -67,7 +70,7 @@ def test_stock_django_loses_requests_on_mariadb(mariadb: Any, name: str) -> None
 
 
 def test_stock_django_floods_a_low_max_connections_on_mariadb(mariadb: Any) -> None:
-    r = harness.run_scenario("flood_gthread", STOCK, mariadb, quick=True)
+    r = run_scenario("flood_gthread", STOCK, mariadb, quick=True)
     assert r.has_too_many_connections() and r.errors > 0, explain(r)
     assert r.peak_server_connections <= 20, explain(r)
     assert int(mariadb.get_global("max_connections")) == 100
@@ -79,7 +82,7 @@ def test_connguard_cures_them_on_mariadb(mariadb: Any, name: str) -> None:
     if missing:
         pytest.skip(missing)
     settings = {"ENGINE": MARIADB.engines[1][1], **MARIADB.connguard_settings.get(name, {})}
-    r = harness.run_scenario(name, settings, mariadb, quick=True)
+    r = run_scenario(name, settings, mariadb, quick=True)
     assert r.failures == 0, explain(r)
 
 

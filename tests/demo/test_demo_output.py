@@ -58,10 +58,11 @@ def test_scenarios_argument() -> None:
 
 
 def test_every_demo_scenario_exists_in_the_harness() -> None:
-    from connguard.demo import harness
+    from connguard.demo import registry
+    from connguard.demo.scenarios import FAILURE_SCENARIOS
 
-    assert set(SCENARIOS) <= set(harness.FAILURE_SCENARIOS)
-    assert set(cli.NEEDS_OWN_SERVER) <= set(harness.SCENARIOS)
+    assert set(SCENARIOS) <= set(FAILURE_SCENARIOS)
+    assert set(cli.NEEDS_OWN_SERVER) <= set(registry.SCENARIOS)
 
 
 def test_error_sample_drops_libpq_boilerplate() -> None:
@@ -318,10 +319,10 @@ def test_harness_error_samples_are_cut_after_a_whole_word() -> None:
 def test_silent_drop_is_skipped_with_the_reason_where_namespaces_are_unavailable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from connguard.demo import harness
+    from connguard.demo.registry import unavailable_here
     from connguard.testing import netns
 
     assert "silent_drop" in SCENARIOS
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
-    assert harness.unavailable_here("silent_drop") == "network namespaces need root"
-    assert harness.unavailable_here("restart") is None
+    assert unavailable_here("silent_drop") == "network namespaces need root"
+    assert unavailable_here("restart") is None

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.runner import prepare_template
+from connguard.demo.targets import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +50,11 @@ def django_pg(request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def django_template(django_pg: Any) -> Iterator[str]:
     """A database migrated and seeded once per session; ``django_db`` copies it."""
-    name = harness.prepare_template(django_pg, f"cg_dj_template_{uuid.uuid4().hex[:6]}")
+    name = prepare_template(django_pg, f"cg_dj_template_{uuid.uuid4().hex[:6]}")
     try:
         yield name
     finally:
-        harness.drop_database(django_pg, name)
+        drop_database(django_pg, name)
 
 
 @pytest.fixture
@@ -64,8 +65,8 @@ def django_db(
     ``django_template`` (dropped afterwards)."""
     base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40]
     name = f"cg_dj_{base}_{uuid.uuid4().hex[:6]}"
-    harness.create_database(django_pg, name, template=django_template)
+    create_database(django_pg, name, template=django_template)
     try:
         yield name
     finally:
-        harness.drop_database(django_pg, name)
+        drop_database(django_pg, name)

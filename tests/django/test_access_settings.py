@@ -5,14 +5,15 @@ setting to fix (before: "database unreachable for 0.19 s, failing fast")."""
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE
+from connguard.demo.processes import django_env, run_manage
+from connguard.demo.targets.postgresql import DbTarget
+from support import password_role as scram_role
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
@@ -29,31 +30,20 @@ PROBE = (
 @pytest.fixture
 def password_role(django_pg: Any) -> Iterator[str]:
     """A login role whose password is 'right', checked with scram-sha-256 over TCP."""
-    role = f"cg_pw_{uuid.uuid4().hex[:8]}"
-    django_pg.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right'")
-    hba = django_pg.data_dir / "pg_hba.conf"
-    original = hba.read_text()
-    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")
-    django_pg.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)  # the postmaster reloads asynchronously
-    try:
+    with scram_role(django_pg, superuser=True) as role:
         yield role
-    finally:
-        hba.write_text(original)
-        django_pg.execute("SELECT pg_reload_conf()")
-        django_pg.execute(f"DROP ROLE IF EXISTS {role}")
 
 
-def probe(target: harness.DbTarget) -> str:
-    env = harness.django_env(target, {"ENGINE": harness.CONNGUARD_ENGINE})
-    proc = harness.run_manage(env, "shell", "-c", PROBE, timeout=60, check=False)
+def probe(target: DbTarget) -> str:
+    env = django_env(target, {"ENGINE": CONNGUARD_ENGINE})
+    proc = run_manage(env, "shell", "-c", PROBE, timeout=60, check=False)
     return proc.stdout + proc.stderr
 
 
 def test_wrong_password_names_the_setting(
     django_pg: Any, django_db: str, password_role: str
 ) -> None:
-    base = harness.DbTarget.from_server(django_pg, django_db)
+    base = DbTarget.from_server(django_pg, django_db)
     wrong = dataclasses.replace(base, user=password_role, password="wrong")
     out = probe(wrong)
     assert "AccessDenied" in out, out
@@ -70,7 +60,7 @@ def test_wrong_password_names_the_setting(
 
 def test_unknown_database_names_the_setting(django_pg: Any, django_db: str) -> None:
     target = dataclasses.replace(
-        harness.DbTarget.from_server(django_pg, django_db), dbname="cg_no_such_db"
+        DbTarget.from_server(django_pg, django_db), dbname="cg_no_such_db"
     )
     out = probe(target)
     assert "AccessDenied" in out and "unreachable" not in out, out

@@ -1,7 +1,7 @@
 """The same real-process scenarios as test_stock_failures.py, on ``ENGINE:
 "connguard.backends.postgresql"``: zero errors, zero wrong results, zero lost writes.
 
-Each test runs one scenario from :mod:`connguard.demo.harness` (the code ``connguard demo``
+Each test runs one scenario from :mod:`connguard.demo.scenarios` (the code ``connguard demo``
 runs) with only the ENGINE changed — and, where the scenario is about the server's
 connection limit, ``OPTIONS["pool"]["max_size"]`` chosen so that workers x max_size fits
 under ``max_connections=20`` — and asserts that nothing failed. Where a bound applies, the
@@ -16,28 +16,30 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE
+from connguard.demo.results import Result
+from connguard.demo.runner import run_scenario, scenario_database
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
-CONNGUARD: dict[str, Any] = {"ENGINE": harness.CONNGUARD_ENGINE}
+CONNGUARD: dict[str, Any] = {"ENGINE": CONNGUARD_ENGINE}
 DEFAULT_MAX_SIZE = 10
 HAS_PSYCOPG3 = importlib.util.find_spec("psycopg") is not None
 
 
-def run(name: str, django_pg: Any, django_db: str, **overrides: Any) -> harness.Result:
-    result = harness.run_scenario(name, {**CONNGUARD, **overrides}, django_pg, database=django_db)
+def run(name: str, django_pg: Any, django_db: str, **overrides: Any) -> Result:
+    result = run_scenario(name, {**CONNGUARD, **overrides}, django_pg, database=django_db)
     print(result.summary())
     return result
 
 
-def explain(result: harness.Result) -> str:
+def explain(result: Result) -> str:
     details = {k: v for k, v in result.details.items() if k not in ("logs_tail", "settings")}
     return f"{result.summary()}\n{details}\n{result.details.get('logs_tail', '')[-3000:]}"
 
 
-def assert_cured(result: harness.Result, requests: int | None = None) -> None:
-    assert result.engine == harness.CONNGUARD_ENGINE
+def assert_cured(result: Result, requests: int | None = None) -> None:
+    assert result.engine == CONNGUARD_ENGINE
     assert result.requests > 0, explain(result)
     if requests is not None:
         assert result.requests == requests, explain(result)
@@ -97,15 +99,15 @@ def test_idle_session_timeout(django_pg: Any, django_db: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def outage(django_pg: Any, django_template: str) -> Iterator[harness.Result]:
+def outage(django_pg: Any, django_template: str) -> Iterator[Result]:
     """One run of the outage scenario (server stopped ~3 s), shared by the tests below."""
-    with harness.scenario_database(django_pg, "cg_dj_outage", django_template) as db:
-        result = harness.run_scenario("outage", CONNGUARD, django_pg, database=db)
+    with scenario_database(django_pg, "cg_dj_outage", django_template) as db:
+        result = run_scenario("outage", CONNGUARD, django_pg, database=db)
     print(result.summary())
     yield result
 
 
-def test_outage_fails_fast_with_a_clear_error(outage: harness.Result) -> None:
+def test_outage_fails_fast_with_a_clear_error(outage: Result) -> None:
     """While the server is down, requests fail within a second with an error naming the
     alias and what happened (not after a connect timeout, not a bare driver error)."""
     down = outage.details["outage"]
@@ -120,7 +122,7 @@ def test_outage_fails_fast_with_a_clear_error(outage: harness.Result) -> None:
     ), explain(outage)
 
 
-def test_outage_first_requests_after_start_succeed(outage: harness.Result) -> None:
+def test_outage_first_requests_after_start_succeed(outage: Result) -> None:
     assert_cured(outage, requests=48)
 
 

@@ -19,8 +19,12 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE, STOCK_ENGINE
+from connguard.demo.processes import django_env, run_manage
+from connguard.demo.results import Result
+from connguard.demo.runner import run_scenario
 from connguard.demo.scenarios.failover import WORKERS
+from connguard.demo.targets.postgresql import DbTarget
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
 
@@ -34,14 +38,14 @@ DRIVERS = [
 ]
 
 
-def run(django_pg: Any, **settings: Any) -> harness.Result:
-    result = harness.run_scenario("failover", settings, django_pg)
+def run(django_pg: Any, **settings: Any) -> Result:
+    result = run_scenario("failover", settings, django_pg)
     details = {k: v for k, v in result.details.items() if k not in ("failover_logs", "settings")}
     print(f"\n{result.summary()}\n{details}")
     return result
 
 
-def explain(result: harness.Result) -> str:
+def explain(result: Result) -> str:
     details = {k: v for k, v in result.details.items() if k != "settings"}
     return f"{result.summary()}\n{details}"
 
@@ -49,7 +53,7 @@ def explain(result: harness.Result) -> str:
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("mode", ["read-only", "stop"])
 def test_connguard_failover_bounds(django_pg: Any, driver: str, mode: str) -> None:
-    r = run(django_pg, ENGINE=harness.CONNGUARD_ENGINE, DRIVER=driver, FAILOVER=mode)
+    r = run(django_pg, ENGINE=CONNGUARD_ENGINE, DRIVER=driver, FAILOVER=mode)
     d = r.details
     assert r.ok > 0 and d["acked_writes"] == r.ok, explain(r)
     assert (r.errors, r.wrong, r.lost) == (0, 0, 0), explain(r)
@@ -62,7 +66,7 @@ def test_connguard_failover_bounds(django_pg: Any, driver: str, mode: str) -> No
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_stock_django_keeps_failing_on_the_demoted_primary(django_pg: Any, driver: str) -> None:
-    r = run(django_pg, ENGINE=harness.STOCK_ENGINE, DRIVER=driver, FAILOVER="read-only")
+    r = run(django_pg, ENGINE=STOCK_ENGINE, DRIVER=driver, FAILOVER="read-only")
     assert r.lost == 0, explain(r)
     assert r.errors > 10, explain(r)
     assert r.has_error("read-only transaction"), explain(r)
@@ -88,16 +92,16 @@ def test_multi_host_and_target_session_attrs_through_the_backend(
     """HOST/PORT naming both servers and OPTIONS["target_session_attrs"] reach libpq through
     connguard's pool, on both drivers."""
     primary, standby = pg_pair
-    target = harness.DbTarget(primary.host, primary.port, "postgres", "", "postgres")
+    target = DbTarget(primary.host, primary.port, "postgres", "", "postgres")
     settings = {
-        "ENGINE": harness.CONNGUARD_ENGINE,
+        "ENGINE": CONNGUARD_ENGINE,
         "DRIVER": driver,
         "OPTIONS": {"target_session_attrs": attrs},
     }
-    env = harness.django_env(target, settings)
+    env = django_env(target, settings)
     env["CGT_DB_HOST"] = f"{primary.host},{standby.host}"
     env["CGT_DB_PORT"] = f"{primary.port},{standby.port}"
-    out = harness.run_manage(env, "shell", "-c", ROLE_SCRIPT, timeout=60).stdout
+    out = run_manage(env, "shell", "-c", ROLE_SCRIPT, timeout=60).stdout
     expected_port = standby.port if in_recovery else primary.port
     assert f"ROLE {in_recovery} {expected_port}" in out, out
     assert "POOL ConnectionPool" in out, out

@@ -4,7 +4,6 @@ TCP keepalives and tcp_user_timeout unless ``OPTIONS`` sets its own."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -13,6 +12,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+
+from support import fileno, netns_postgres, socket_options
 
 if not settings.configured:
     settings.configure(DATABASES={}, INSTALLED_APPS=["connguard"], USE_TZ=True)
@@ -76,21 +77,6 @@ def test_request_on_a_blackholed_host_fails_within_the_pool_timeout() -> None:
             registry.close_pools(alias="default")
 
 
-def _socket_options(conn: Any) -> dict[str, int]:
-    fd = conn.pgconn.socket if hasattr(conn, "pgconn") else conn.fileno()
-    sock = socket.socket(fileno=socket.dup(fd))
-    try:
-        return {
-            "keepalives": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-            "keepalives_idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-            "keepalives_interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-            "keepalives_count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-            "tcp_user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
-        }
-    finally:
-        sock.close()
-
-
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
@@ -106,7 +92,7 @@ def test_connections_get_tcp_keepalives_unless_options_say(
     try:
         wrapper = handler["default"]
         wrapper.ensure_connection()
-        assert _socket_options(wrapper.connection) == {**TCP_DEFAULTS, **expected}
+        assert socket_options(fileno(wrapper.connection)) == {**TCP_DEFAULTS, **expected}
     finally:
         handler.close_all()
         registry.close_pools(alias="default")
@@ -121,22 +107,8 @@ FAST_TCP = {"keepalives_idle": 1, "keepalives_interval": 1, "keepalives_count": 
 
 @pytest.fixture(scope="module")
 def netns_pg() -> Iterator[Any]:
-    from connguard.testing import netns as rig
-    from connguard.testing.pytest_plugin import in_ci
-
-    reason = rig.unavailable_reason()
-    if reason is not None:
-        if in_ci():
-            pytest.fail(f"CI=true and network namespaces are unavailable: {reason}")
-        pytest.skip(f"network namespaces unavailable: {reason}")
-    with rig.Netns() as ns:
-        server = rig.NetnsPostgresServer(ns)
-        try:
-            server.start()
-            server.execute("CREATE TABLE IF NOT EXISTS cg_net (token text)")
-            yield server
-        finally:
-            server.cleanup()
+    with netns_postgres() as server:
+        yield server
 
 
 def test_django_statement_in_flight_fails_within_the_bound_once_then_requests_work(

@@ -1,7 +1,7 @@
 """``connguard.backends.postgresql`` behind a real PgBouncer in transaction mode.
 
-The demo project (:mod:`connguard.demo.harness`) is pointed at the rig's PgBouncer
-(``connguard.testing.pgbouncer``), which multiplexes the workers' client connections over
+The demo project (:mod:`connguard.demo.project`, run by :mod:`connguard.demo.runner`) is
+pointed at the rig's PgBouncer (``connguard.testing.pgbouncer``), which multiplexes the workers' client connections over
 fewer server connections; the rows and acknowledged writes are checked on the server
 itself. Zero errors, zero wrong rows, zero lost writes:
 
@@ -28,7 +28,11 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE
+from connguard.demo.load import LoadResult, mixed_paths
+from connguard.demo.processes import django_env
+from connguard.demo.runner import Harness
+from connguard.demo.targets.postgresql import DbTarget
 from connguard.testing.pgbouncer import PgBouncer
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
@@ -54,24 +58,24 @@ def engine_settings(**pool: Any) -> dict[str, Any]:
     if HAS_PSYCOPG3:
         options["prepare_threshold"] = None
     return {
-        "ENGINE": harness.CONNGUARD_ENGINE,
+        "ENGINE": CONNGUARD_ENGINE,
         "OPTIONS": options,
         "DISABLE_SERVER_SIDE_CURSORS": True,
     }
 
 
-def through(bouncer: PgBouncer, h: harness.Harness) -> harness.DbTarget:
+def through(bouncer: PgBouncer, h: Harness) -> DbTarget:
     """The harness's database, reached through the bouncer."""
     t = h.target
-    return harness.DbTarget(bouncer.host, bouncer.port, t.user, t.password, t.dbname)
+    return DbTarget(bouncer.host, bouncer.port, t.user, t.password, t.dbname)
 
 
-def env(h: harness.Harness, bouncer: PgBouncer, settings: dict[str, Any]) -> dict[str, str]:
+def env(h: Harness, bouncer: PgBouncer, settings: dict[str, Any]) -> dict[str, str]:
     """The project's environment with the database behind the bouncer."""
-    return harness.django_env(through(bouncer, h), settings, app_name=h.app_name)
+    return django_env(through(bouncer, h), settings, app_name=h.app_name)
 
 
-def explain(load: harness.LoadResult, h: harness.Harness, bouncer: PgBouncer) -> str:
+def explain(load: LoadResult, h: Harness, bouncer: PgBouncer) -> str:
     return (
         f"requests={load.requests} ok={load.ok} errors={load.errors} wrong={load.wrong} "
         f"not_sent={load.not_sent}\nerrors: {dict(load.error_samples)}\nwrong: "
@@ -79,7 +83,7 @@ def explain(load: harness.LoadResult, h: harness.Harness, bouncer: PgBouncer) ->
     )
 
 
-def assert_clean(load: harness.LoadResult, h: harness.Harness, bouncer: PgBouncer) -> None:
+def assert_clean(load: LoadResult, h: Harness, bouncer: PgBouncer) -> None:
     assert load.requests > 0 and load.not_sent == 0, explain(load, h, bouncer)
     assert (load.errors, load.wrong) == (0, 0), explain(load, h, bouncer)
     assert load.ok == load.requests, explain(load, h, bouncer)
@@ -100,11 +104,11 @@ def bouncer(pgbouncer: PgBouncer) -> Iterator[PgBouncer]:
 def test_gthread_load_through_pgbouncer(django_pg: Any, django_db: str, bouncer: PgBouncer) -> None:
     """gunicorn gthread -w 2 --threads 4, 400 reads and writes 16 at a time: the workers'
     pooled client connections (up to 8) share PgBouncer's 4 server connections."""
-    with harness.Harness(django_pg, django_db) as h:
+    with Harness(django_pg, django_db) as h:
         h.prepare()
         srv = h.gunicorn(env(h, bouncer, engine_settings()), worker_class="gthread", threads=4)
         with h.monitor() as mon:
-            load = h.load(srv, harness.mixed_paths(400, write_every=3), concurrency=16,
+            load = h.load(srv, mixed_paths(400, write_every=3), concurrency=16,
                           timeout=10, deadline=60)  # fmt: skip
         assert_clean(load, h, bouncer)
         assert len(load.acked_tokens) >= 130
@@ -123,21 +127,21 @@ def test_pgbouncer_restart(django_pg: Any, django_db: str, bouncer: PgBouncer) -
     """Warm pools, PgBouncer stopped ~2 s (every client connection cut) and started on the
     same port: the requests in the gap fail fast with PoolUnavailable naming the pool;
     after it, the pools replace their dead connections and every request succeeds."""
-    with harness.Harness(django_pg, django_db) as h:
+    with Harness(django_pg, django_db) as h:
         h.prepare()
         srv = h.gunicorn(env(h, bouncer, engine_settings()), worker_class="gthread", threads=4)
-        warm = h.load(srv, harness.mixed_paths(64), concurrency=8, timeout=10, deadline=30)
+        warm = h.load(srv, mixed_paths(64), concurrency=8, timeout=10, deadline=30)
         assert_clean(warm, h, bouncer)
         assert bouncer.pid is not None
         old_pid = bouncer.pid
-        gap = harness.LoadResult()
+        gap = LoadResult()
         bouncer.stop()
         try:
             ends = time.monotonic() + 2.0
             for _ in range(40):  # bounded: at most 40 batches of 4 in the gap
                 if time.monotonic() >= ends:
                     break
-                gap.merge(h.load(srv, harness.mixed_paths(4), concurrency=4, timeout=10,
+                gap.merge(h.load(srv, mixed_paths(4), concurrency=4, timeout=10,
                                  deadline=10))  # fmt: skip
                 time.sleep(0.05)
         finally:
@@ -145,7 +149,7 @@ def test_pgbouncer_restart(django_pg: Any, django_db: str, bouncer: PgBouncer) -
         assert bouncer.pid != old_pid
         print(f"gap: {gap.requests} requests, {gap.errors} errors, max latency "
               f"{gap.max_latency:.3f} s: {dict(gap.error_samples)}")  # fmt: skip
-        after = h.load(srv, harness.mixed_paths(160, write_every=3), concurrency=8,
+        after = h.load(srv, mixed_paths(160, write_every=3), concurrency=8,
                        timeout=10, deadline=60)  # fmt: skip
         assert_clean(after, h, bouncer)
         # the gap: fast, clear failures; nothing acknowledged that was not written
@@ -200,7 +204,7 @@ def test_close_after_pgbouncer_dropped_the_connection(
     not raise (with the pool: a rollback on a dead socket; without: a plain close), and the
     next query gets a new connection."""
     settings = engine_settings() if pooled else {**engine_settings(), "OPTIONS": {"pool": False}}
-    with harness.Harness(django_pg, django_db) as h:
+    with Harness(django_pg, django_db) as h:
         proc = subprocess.Popen(
             [sys.executable, "-c", CLOSE_SCRIPT, mode], env=env(h, bouncer, settings),
             cwd=tempfile.gettempdir(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -252,7 +256,7 @@ def manage_check(bouncer: PgBouncer, **settings: str) -> subprocess.CompletedPro
         PYTHONPATH=os.pathsep.join(
             p for p in (str(METRICS_PROJECT), environ.get("PYTHONPATH")) if p
         ),
-        CGT_DB_ENGINE=harness.CONNGUARD_ENGINE,
+        CGT_DB_ENGINE=CONNGUARD_ENGINE,
         CGT_DB_HOST=bouncer.host,
         CGT_DB_PORT=str(bouncer.port),
         CGT_DB_USER=bouncer.user,

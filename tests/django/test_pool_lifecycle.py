@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE
+from connguard.demo.load import run_load
+from connguard.demo.processes import HttpServer
+from connguard.demo.runner import Harness
 from connguard.maintenance import FORKED_PARENT_IDLE
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
@@ -24,10 +27,10 @@ def settings(min_size: int = 0) -> dict[str, Any]:
     pool: dict[str, Any] = {"max_size": MAX_SIZE}
     if min_size:
         pool["min_size"] = min_size
-    return {"ENGINE": harness.CONNGUARD_ENGINE, "OPTIONS": {"pool": pool}}
+    return {"ENGINE": CONNGUARD_ENGINE, "OPTIONS": {"pool": pool}}
 
 
-def sessions(h: harness.Harness) -> dict[int, int]:
+def sessions(h: Harness) -> dict[int, int]:
     """Server sessions of the project: backend pid -> pid of the process holding it."""
     rows = h.target.execute(
         "SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE %s",
@@ -45,8 +48,8 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def busy(srv: harness.HttpServer, n: int = 40) -> None:
-    load = harness.run_load(srv.base_url, [f"/row/k{i % 10:04d}" for i in range(n)],
+def busy(srv: HttpServer, n: int = 40) -> None:
+    load = run_load(srv.base_url, [f"/row/k{i % 10:04d}" for i in range(n)],
                             concurrency=4)  # fmt: skip
     assert load.errors == 0, load
 
@@ -56,7 +59,7 @@ def test_worker_exit_ends_its_sessions_cleanly(django_pg: Any, django_db: str) -
     sessions end with a Terminate message: gone from pg_stat_activity at once, and no
     "unexpected EOF on client connection" in the server log (logged at DEBUG1, switched on
     for this database only)."""
-    with harness.Harness(django_pg, django_db) as h:
+    with Harness(django_pg, django_db) as h:
         h.set_database_config(log_min_messages="debug1")
         srv = h.gunicorn(h.env(settings(min_size=MAX_SIZE)), workers=WORKERS)
         for _ in range(10):  # until both workers have served (and opened min_size)
@@ -85,7 +88,7 @@ def test_preload_master_closes_its_idle_connections(django_pg: Any, django_db: s
     forking and serves no requests; once it has forked and not used its pool for
     FORKED_PARENT_IDLE seconds it closes that connection, so the server holds at most
     workers x max_size connections from the app (the doctor's bound)."""
-    with harness.Harness(django_pg, django_db) as h:
+    with Harness(django_pg, django_db) as h:
         srv = h.gunicorn(h.env(settings(), QUERY_IN_READY=True), workers=WORKERS, preload=True)
         busy(srv)
         assert srv.pid in sessions(h).values(), "the master opened no connection in ready()"

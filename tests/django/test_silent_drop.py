@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import CONNGUARD_ENGINE, STOCK_ENGINE
+from connguard.demo.registry import unavailable_here
+from connguard.demo.results import Result
+from connguard.demo.runner import run_scenario
 from connguard.testing.pytest_plugin import in_ci
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
@@ -23,14 +26,14 @@ pytestmark = [pytest.mark.django, pytest.mark.timeout(180)]
 
 @pytest.fixture(autouse=True)
 def _needs_netns() -> None:
-    reason = harness.unavailable_here("silent_drop")
+    reason = unavailable_here("silent_drop")
     if reason is not None:
         if in_ci():
             pytest.fail(f"CI=true and network namespaces are unavailable: {reason}")
         pytest.skip(f"network namespaces unavailable: {reason}")
 
 
-def explain(result: harness.Result) -> str:
+def explain(result: Result) -> str:
     details = {k: v for k, v in result.details.items() if k not in ("logs_tail", "settings")}
     return f"{result.summary()}\n{details}"
 
@@ -38,8 +41,8 @@ def explain(result: harness.Result) -> str:
 def test_stock_requests_hang_on_silently_dropped_connections(
     django_pg: Any, django_db: str
 ) -> None:
-    r = harness.run_scenario(
-        "silent_drop", {"ENGINE": harness.STOCK_ENGINE}, django_pg, database=django_db
+    r = run_scenario(
+        "silent_drop", {"ENGINE": STOCK_ENGINE}, django_pg, database=django_db
     )
     print(r.summary())
     assert r.details["connections_dropped"] > 0, explain(r)
@@ -48,8 +51,8 @@ def test_stock_requests_hang_on_silently_dropped_connections(
 
 
 def test_connguard_replaces_silently_dropped_connections(django_pg: Any, django_db: str) -> None:
-    r = harness.run_scenario(
-        "silent_drop", {"ENGINE": harness.CONNGUARD_ENGINE}, django_pg, database=django_db
+    r = run_scenario(
+        "silent_drop", {"ENGINE": CONNGUARD_ENGINE}, django_pg, database=django_db
     )
     print(r.summary())
     assert r.details["connections_dropped"] > 0, explain(r)

@@ -1,6 +1,6 @@
 """The classic failures of Django's STOCK PostgreSQL backend, reproduced with real processes.
 
-These tests document why connguard exists: each one runs a scenario from harness.py on
+These tests document why connguard exists: each one runs a scenario from connguard.demo.scenarios on
 ``django.db.backends.postgresql`` and asserts that the failure HAPPENS (the same scenarios
 run on ``connguard.backends.postgresql`` must report zero failures).  Probabilistic ones
 (the shared-socket races) are sized so that at least one failure is practically certain
@@ -36,20 +36,23 @@ from typing import Any
 
 import pytest
 
-from connguard.demo import harness
+from connguard.demo.base import STOCK_ENGINE
+from connguard.demo.load import check_response, mixed_paths
+from connguard.demo.results import Result
+from connguard.demo.runner import run_scenario
 
 pytestmark = [pytest.mark.django, pytest.mark.timeout(120)]
 
-STOCK: dict[str, Any] = {"ENGINE": harness.STOCK_ENGINE}
+STOCK: dict[str, Any] = {"ENGINE": STOCK_ENGINE}
 
 
-def run(name: str, django_pg: Any, django_db: str, **overrides: Any) -> harness.Result:
-    result = harness.run_scenario(name, {**STOCK, **overrides}, django_pg, database=django_db)
+def run(name: str, django_pg: Any, django_db: str, **overrides: Any) -> Result:
+    result = run_scenario(name, {**STOCK, **overrides}, django_pg, database=django_db)
     print(result.summary())
     return result
 
 
-def explain(result: harness.Result) -> str:
+def explain(result: Result) -> str:
     return f"{result.summary()}\n{result.details.get('logs_tail', '')[-2500:]}"
 
 
@@ -65,14 +68,14 @@ def test_baseline_has_no_failures(django_pg: Any, django_db: str) -> None:
 
 
 def test_response_checks_detect_wrong_rows() -> None:
-    assert harness.check_response("/row/k0001", 200, {"key": "k0001"}) == "ok"
-    assert harness.check_response("/row/k0001", 200, {"key": "k0002"}) == "wrong"
-    assert harness.check_response("/async/row/k0001", 200, {"key": "k0002"}) == "wrong"
-    assert harness.check_response("/write/t1", 200, {"ok": True, "token": "t1"}) == "ok"
-    assert harness.check_response("/write/t1", 200, {"ok": True, "token": 17}) == "wrong"
-    assert harness.check_response("/write/t1", 500, {"error": "OperationalError"}) == "error"
-    assert harness.check_response("/slow/10", None, None) == "error"
-    paths = harness.mixed_paths(8, write_every=4, tag="x")
+    assert check_response("/row/k0001", 200, {"key": "k0001"}) == "ok"
+    assert check_response("/row/k0001", 200, {"key": "k0002"}) == "wrong"
+    assert check_response("/async/row/k0001", 200, {"key": "k0002"}) == "wrong"
+    assert check_response("/write/t1", 200, {"ok": True, "token": "t1"}) == "ok"
+    assert check_response("/write/t1", 200, {"ok": True, "token": 17}) == "wrong"
+    assert check_response("/write/t1", 500, {"error": "OperationalError"}) == "error"
+    assert check_response("/slow/10", None, None) == "error"
+    paths = mixed_paths(8, write_every=4, tag="x")
     assert paths.count("/write/x-3") == 1 and sum("/write/" in p for p in paths) == 2
 
 
@@ -90,7 +93,7 @@ def test_preload_query_in_ready_shares_connection(django_pg: Any, django_db: str
     reason="does not reproduce on stock Django: with CONN_MAX_AGE=0 the request_started "
     "signal closes the inherited (already 'expired') connection before the first query of "
     "every worker, so no two processes ever query over it (400 requests, 0 failures). "
-    "The scenario stays in harness.SCENARIOS as a zero-failure check."
+    "The scenario stays in SCENARIOS as a zero-failure check."
 )
 def test_preload_query_in_ready_max_age_0(django_pg: Any, django_db: str) -> None:
     r = run("preload_ready_max_age_0", django_pg, django_db)

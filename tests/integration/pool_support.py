@@ -7,23 +7,20 @@ through the rig (``pg.count_connections(application_name=pool.name)``).
 
 from __future__ import annotations
 
-import itertools
-import re
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from connguard import ConnectionPool
+from support import pool_name, query, scalar, stat, wait_until
+
+__all__ = [
+    "DRIVERS", "backend_pid", "driver", "make_pool", "pid_alive", "query", "scalar", "stat",
+    "tx_status", "wait_until",
+]  # fmt: skip
 
 DRIVERS = ["psycopg", "psycopg2"]
-_numbers = itertools.count(1)
-
-
-def pool_name(request: pytest.FixtureRequest) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-    return f"cg-{base[:40]}-{next(_numbers)}"
 
 
 @pytest.fixture
@@ -58,36 +55,10 @@ def backend_pid(conn: Any) -> int:
     return int(conn.get_backend_pid())
 
 
-def query(conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, params)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
-
-
-def scalar(conn: Any, sql: str, params: Any = None) -> Any:
-    return query(conn, sql, params)[0][0]
-
-
 def tx_status(conn: Any) -> int:
     if hasattr(conn, "info"):
         return int(conn.info.transaction_status)
     return int(conn.get_transaction_status())
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.01) -> None:
-    """Poll *predicate* until true; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-
-
-def stat(pool: ConnectionPool, name: str) -> int:
-    return int(pool.get_stats()[name])
 
 
 def pid_alive(pg: Any, pid: int) -> bool:

@@ -25,8 +25,7 @@ from pool_support import DRIVERS, scalar, stat, wait_until
 
 from connguard import ConnectionPool
 from connguard.testing import netns as rig
-from connguard.testing.pytest_plugin import in_ci
-from connguard.testing.server import ServerUnavailable
+from support import netns_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -43,30 +42,8 @@ FACTOR = 4  # generous: the machine is shared
 
 @pytest.fixture(scope="module")
 def netns_pg() -> Iterator[rig.NetnsPostgresServer]:
-    reason = rig.unavailable_reason()
-    if reason is not None:
-        if in_ci():
-            pytest.fail(f"CI=true and network namespaces are unavailable: {reason}")
-        pytest.skip(f"network namespaces unavailable: {reason}")
-    try:
-        ns = rig.Netns()
-    except rig.NetnsUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI=true and the namespace could not be made: {exc}")
-        pytest.skip(f"network namespace could not be made: {exc}")
-    with ns:
-        try:
-            server = rig.NetnsPostgresServer(ns)
-        except ServerUnavailable as exc:
-            if in_ci():
-                pytest.fail(f"CI=true and the PostgreSQL test server is unavailable: {exc}")
-            pytest.skip(f"PostgreSQL test server unavailable: {exc}")
-        try:
-            server.start()
-            server.execute("CREATE TABLE IF NOT EXISTS cg_net (token text)")
-            yield server
-        finally:
-            server.cleanup()
+    with netns_postgres() as server:
+        yield server
 
 
 @pytest.fixture

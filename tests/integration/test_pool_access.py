@@ -7,7 +7,6 @@ server is not hammered."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from pool_support import driver, make_pool, scalar
 
 from connguard import AccessDenied, PoolUnavailable
+from support import password_role as scram_role
 
 __all__ = ["driver", "make_pool"]  # fixtures
 
@@ -22,19 +22,8 @@ __all__ = ["driver", "make_pool"]  # fixtures
 @pytest.fixture
 def password_role(pg: Any) -> Iterator[str]:
     """A login role whose password is 'right', checked with scram-sha-256 over TCP."""
-    role = f"cg_pw_{uuid.uuid4().hex[:8]}"
-    pg.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right'")
-    hba = pg.data_dir / "pg_hba.conf"
-    original = hba.read_text()
-    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")
-    pg.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)  # the postmaster reloads asynchronously
-    try:
+    with scram_role(pg) as role:
         yield role
-    finally:
-        hba.write_text(original)
-        pg.execute("SELECT pg_reload_conf()")
-        pg.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def refused(pool: Any) -> str:

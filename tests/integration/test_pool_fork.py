@@ -5,14 +5,10 @@ it discarded and where it was opened; many children while the parent keeps query
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
-import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +16,11 @@ import pytest
 from pool_support import backend_pid, driver, make_pool, pid_alive, scalar, stat
 
 from connguard import ConnectionPool
+from support import in_child
 
 __all__ = ["driver", "make_pool"]  # fixtures
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def in_child(body: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Run body() in an os.fork() child; return its JSON result, or raise its error here."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(read)
-            result: dict[str, Any] = {"ok": body()}
-        except BaseException as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-            code = 1
-        try:
-            with os.fdopen(write, "w") as out:
-                json.dump(result, out, default=str)
-        finally:
-            os._exit(code)
-    os.close(write)
-    deadline = time.monotonic() + timeout
-    with os.fdopen(read) as inp:
-        data = inp.read()
-    while True:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("child process hung")
-        time.sleep(0.01)
-    result = json.loads(data)
-    if "error" in result:
-        raise AssertionError(f"in the child: {result['error']}")
-    return result["ok"]
 
 
 def log_to(path: Path) -> None:

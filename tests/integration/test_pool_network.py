@@ -9,7 +9,6 @@ forever on psycopg2.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from pool_support import DRIVERS, make_pool
 from connguard import ConnectionPool, PoolUnavailable
 from connguard.drivers.base import TCP_DEFAULTS, connect_timeout_seconds
 from connguard.testing.netns import SilentListener
+from support import fileno, socket_options
 
 __all__ = ["make_pool"]  # fixtures
 pytestmark = pytest.mark.integration
@@ -104,24 +104,6 @@ def test_connect_bound_is_whole_seconds_at_least_two() -> None:
     assert [connect_timeout_seconds(t) for t in (0.1, 1.0, 1.9, 2.0, 2.9, 10.0)] == [
         2, 2, 2, 2, 2, 10
     ]  # fmt: skip
-
-
-def socket_options(fd: int) -> dict[str, int]:
-    sock = socket.socket(fileno=socket.dup(fd))
-    try:
-        return {
-            "keepalives": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-            "keepalives_idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-            "keepalives_interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-            "keepalives_count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-            "tcp_user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
-        }
-    finally:
-        sock.close()
-
-
-def fileno(conn: Any) -> int:
-    return int(conn.pgconn.socket) if hasattr(conn, "pgconn") else int(conn.fileno())
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

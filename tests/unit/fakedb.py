@@ -22,7 +22,7 @@ import time
 import weakref
 from typing import Any
 
-from connguard.drivers.base import Driver, TxStatus
+from connguard.drivers.base import LIBPQ_ACCESS_RULES, Driver, TxStatus
 
 IDLE, ACTIVE, INTRANS, INERROR, UNKNOWN = (int(s) for s in TxStatus)
 
@@ -287,6 +287,9 @@ class FakeDriver(Driver):
 
     def ping(self, conn: Any, timeout: float) -> None:
         self.server.ping(conn, timeout)
+
+    def access_rule(self, key: str) -> str | None:
+        return LIBPQ_ACCESS_RULES.get(key)  # it speaks PostgreSQL's messages, as libpq does
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, step: float = 0.002) -> None:

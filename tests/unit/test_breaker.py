@@ -16,6 +16,7 @@ from fakedb import FakeServer, wait_until
 
 from connguard import AccessDenied, ConnectionPool, PoolUnavailable
 from connguard.backends import registry
+from connguard.drivers import get_driver
 
 
 def stat(pool: ConnectionPool, name: str) -> int:
@@ -489,3 +490,18 @@ def test_queued_callers_a_lent_connection_can_serve_keep_waiting(
     assert results[1] is b
     pool.putconn(b)
     server.down = False
+
+
+def test_only_a_postgresql_driver_names_a_server_rule_to_check() -> None:
+    """What "check ..." says for a refusal that names no connection parameter is the driver's:
+    pg_hba.conf for the libpq drivers; the neutral default (mysqlclient's) names none."""
+    from connguard.drivers.base import Driver
+
+    assert Driver().access_rule("pg_hba.conf") is None
+    assert Driver().access_rule("password") is None
+    for name in ("psycopg", "psycopg2"):
+        driver = get_driver(name)
+        assert driver.access_rule("pg_hba.conf") == (
+            "the server's pg_hba.conf (no line admits this user, database and host)"
+        )
+        assert driver.access_rule("password") is None

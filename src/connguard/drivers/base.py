@@ -56,6 +56,11 @@ _ACCESS_DENIED_MESSAGES = (
     ('database "', "dbname"),  # database "x" does not exist
     ("permission denied for database", "dbname"),
 )
+#: keys of :meth:`Driver.access_denied` that name no connection parameter but a rule kept on
+#: a PostgreSQL server, and what an error tells the user to check (:meth:`Driver.access_rule`)
+LIBPQ_ACCESS_RULES: Mapping[str, str] = {
+    "pg_hba.conf": "the server's pg_hba.conf (no line admits this user, database and host)",
+}
 
 
 #: libpq keywords every TCP connection gets unless the user set them (conninfo, ``kwargs`` or
@@ -269,6 +274,12 @@ class Driver:
                     return key
         code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
         return _ACCESS_DENIED_CODES.get(code) if isinstance(code, str) else None
+
+    def access_rule(self, key: str) -> str | None:
+        """When :meth:`access_denied` returned *key* and *key* names a rule kept on the server
+        rather than a connection parameter: what an error tells the user to check there.
+        None when *key* is a connection parameter (this base: always)."""
+        return None
 
     def is_disconnect(self, exc: BaseException) -> bool:
         return isinstance(exc, self.disconnect_errors)

@@ -10,7 +10,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg import pq
 
-from connguard.drivers.base import Driver, libpq_connect_params, poll_wait
+from connguard.drivers.base import LIBPQ_ACCESS_RULES, Driver, libpq_connect_params, poll_wait
 
 
 class PsycopgDriver(Driver):
@@ -35,6 +35,9 @@ class PsycopgDriver(Driver):
         except psycopg.Error:
             given = {}  # a bad conninfo: connect() says so
         return libpq_connect_params(given, kwargs, timeout, pq.version())
+
+    def access_rule(self, key: str) -> str | None:
+        return LIBPQ_ACCESS_RULES.get(key)  # pg_hba.conf
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed or conn.broken)

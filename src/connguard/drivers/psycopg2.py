@@ -11,7 +11,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from connguard.drivers.base import Driver, TxStatus, libpq_connect_params
+from connguard.drivers.base import LIBPQ_ACCESS_RULES, Driver, TxStatus, libpq_connect_params
 
 
 class Psycopg2Driver(Driver):
@@ -30,6 +30,9 @@ class Psycopg2Driver(Driver):
         except psycopg2.Error:
             given = {}  # a bad conninfo: connect() says so
         return libpq_connect_params(given, kwargs, timeout, psycopg2.extensions.libpq_version())
+
+    def access_rule(self, key: str) -> str | None:
+        return LIBPQ_ACCESS_RULES.get(key)  # pg_hba.conf
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)

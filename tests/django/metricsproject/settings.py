@@ -1,4 +1,4 @@
-"""Settings read from ``CGT_*`` variables (the same as testproject's, so harness.django_env
+"""Settings read from ``CGT_*`` variables (the same as testproject's, so demo.processes.django_env
 works): CGT_DB_ENGINE, CGT_DB_NAME/HOST/PORT/USER/PASSWORD, CGT_CONN_MAX_AGE (seconds or
 ``none``), CGT_CONN_HEALTH_CHECKS, CGT_DB_OPTIONS (JSON). Plus CGT_DISABLE_SERVER_SIDE_CURSORS.
 """

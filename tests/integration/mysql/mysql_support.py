@@ -6,12 +6,6 @@ with the reason (they fail instead under ``CI=true``), never broken at import.
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import re
-import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,8 +13,12 @@ import pytest
 
 from connguard import ConnectionPool
 from connguard.testing.pytest_plugin import in_ci
+from support import in_child, pool_name, query, scalar, stat, wait_until
 
-_numbers = itertools.count(1)
+__all__ = [
+    "driver", "fallback_driver", "in_child", "make_pool", "mysqldb", "no_sessions_left",
+    "pool_driver", "query", "scalar", "session_id", "stat", "wait_until",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +66,7 @@ def make_pool(
     pools: list[ConnectionPool] = []
 
     def make(conninfo: str | None = None, **options: Any) -> ConnectionPool:
-        base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
-        options.setdefault("name", f"cg-{base[:40]}-{next(_numbers)}")
+        options.setdefault("name", pool_name(request))
         options.setdefault("timeout", 10.0)
         options.setdefault("driver", "mysqlclient")
         if conninfo is None:
@@ -83,69 +80,11 @@ def make_pool(
         pool.close()
 
 
-def query(conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, params)
-        return list(cur.fetchall()) if cur.description else []
-    finally:
-        cur.close()
-
-
-def scalar(conn: Any, sql: str, params: Any = None) -> Any:
-    return query(conn, sql, params)[0][0]
-
-
 def session_id(conn: Any) -> int:
     return int(conn.thread_id())
-
-
-def stat(pool: ConnectionPool, key: str) -> int:
-    return int(pool.get_stats()[key])
 
 
 def no_sessions_left(server: Any, user: str, timeout: float = 10.0) -> None:
     """Wait until *user* has no session (those of earlier tests, and of forked children,
     end asynchronously); a test that counts sessions starts from zero."""
     wait_until(lambda: server.count_connections(user) == 0, timeout=timeout)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-
-
-def in_child(body: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Run body() in an os.fork() child; return its JSON result, or raise its error here."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(read)
-            result: dict[str, Any] = {"ok": body()}
-        except BaseException as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-            code = 1
-        try:
-            with os.fdopen(write, "w") as out:
-                json.dump(result, out, default=str)
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as inp:
-        data = inp.read()
-    deadline = time.monotonic() + timeout
-    while not os.waitpid(pid, os.WNOHANG)[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("child process hung")
-        time.sleep(0.01)
-    result = json.loads(data)
-    if "error" in result:
-        raise AssertionError(f"child failed: {result['error']}")
-    return result["ok"]

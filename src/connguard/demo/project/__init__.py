@@ -1,5 +1,5 @@
 """The Django project that ``connguard demo`` and the real-process tests run
-(:mod:`connguard.demo.harness` drives it under gunicorn, uvicorn, Celery and manage.py).
+(:mod:`connguard.demo.runner` drives it under gunicorn, uvicorn, Celery and manage.py).
 
 Everything is configured from ``CGT_*`` environment variables (see settings.py), so the
 same project runs on Django's stock PostgreSQL backend and on

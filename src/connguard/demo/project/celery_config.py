@@ -1,4 +1,4 @@
-"""Celery settings shared by the worker (celery_app.py) and Django-free clients (harness.py)."""
+"""Celery settings shared by the worker (celery_app.py) and Django-free clients (the demo runner)."""
 
 from __future__ import annotations
 
