@@ -6,15 +6,19 @@ The same scenarios as test_stock_failures.py / test_connguard_cures.py run on Po
 (the units of :mod:`connguard.demo.scenarios`, database-neutral over a target), here on the
 throwaway MariaDB of ``connguard.testing.mariadb`` (never a system service): gunicorn gthread
 and gevent, uvicorn (ASGI), a Celery prefork worker on kombu's filesystem broker (no broker
-service), ``manage.py`` commands. The ones the demo shows on MariaDB (preload, fork, restart,
-wait_timeout, KILL, long task, KILL in a transaction, outage) are in
-tests/demo/test_demo_mariadb.py and tests/django/test_mysql_backend.py.
+service), ``manage.py`` commands, ``os.fork()``. Restart, wait_timeout and the gthread flood are in
+tests/demo/test_demo_mariadb.py; the in-process checks in tests/django/test_mysql_backend.py.
 
 Numbers seen while writing them (Django 5.2, mysqlclient 2.3, MariaDB 10.11, 2 cores):
 
 ========================  ======================================================================
 stock flood_asgi          100 req: 81 errors "(1040, 'Too many connections')", peak 19
-stock flood_gthread       the same, 81 errors
+stock preload_ready      400 req: 4-8 errors (2006, 2013, "Commands out of sync"), 0-3 wrong
+stock fork_import         400 ops: 6-7 errors, 3-8 wrong
+stock terminate           19 req (quick): 4 errors 2013
+stock longtask            exit 1: the second query "(2006, 'Server has gone away')"
+stock kill_in_tx          the killed requests fail with 2013, 0 rows committed: no failure
+stock outage              while down "(2002, Can't connect ...)" per attempt; none after start
 stock asgi_persistent     150 req, 4 at a time: 48 errors 1040 (connections pile up, peak 19)
 stock celery_idle         24 tasks after 2.5 s idle, wait_timeout=1: 24 failed "(2006, 'Server
                           has gone away')"
@@ -62,9 +66,10 @@ def template(mariadb_server: Any) -> Iterator[str]:
         drop_database(mariadb_server, name)
 
 
-def run(name: str, mariadb: Any, template: str, engine: dict[str, Any],
+def run(name: str, mariadb: Any, template: str, engine: dict[str, Any], *, quick: bool = False,
         **overrides: Any) -> Result:
-    result = run_scenario(name, {**engine, **overrides}, mariadb, template=template)
+    result = run_scenario(name, {**engine, **overrides}, mariadb, template=template,
+                          quick=quick)
     print(result.summary())
     return result
 
@@ -86,11 +91,11 @@ def assert_cured(result: Result, requests: int | None = None) -> None:
 # -- stock Django ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["flood_gthread", "flood_asgi"])
-def test_stock_flood_too_many_connections(mariadb: Any, template: str, name: str) -> None:
-    """100 concurrent 1 s requests, max_connections=20: one session per request thread and
-    nothing to queue them -> 1040."""
-    r = run(name, mariadb, template, STOCK)
+def test_stock_asgi_flood_too_many_connections(mariadb: Any, template: str) -> None:
+    """100 concurrent 1 s async requests on uvicorn --workers 2, max_connections=20: the ORM
+    runs in a thread per request, one session each and nothing to queue them -> 1040 (the
+    gthread flood: tests/demo/test_demo_mariadb.py)."""
+    r = run("flood_asgi", mariadb, template, STOCK)
     assert r.errors >= 1, explain(r)
     assert r.has_too_many_connections(), explain(r)
     assert r.peak_server_connections <= 20, explain(r)
@@ -124,30 +129,102 @@ def test_stock_celery_prefork_past_wait_timeout(mariadb: Any, template: str) -> 
     assert r.wrong == 0 and r.lost == 0, explain(r)
 
 
-# -- connguard ------------------------------------------------------------------------------
-
-FLOODS = [
-    pytest.param("flood_gthread", 2, id="gthread"),
-    pytest.param("flood_asgi", 2, id="asgi"),
-]
+# -- the demo's MariaDB scenarios on real processes ------------------------------------------
+# (restart, wait_timeout and the gthread flood: tests/demo/test_demo_mariadb.py)
 
 
-@pytest.mark.parametrize(("name", "workers"), FLOODS)
-def test_connguard_flood(mariadb: Any, template: str, name: str, workers: int) -> None:
-    """The same flood with workers x max_size = 16 under the 19 slots left (the harness's
-    monitor holds one): extra requests wait for a connection."""
-    max_size = 16 // workers
-    r = run(name, mariadb, template, CONNGUARD,
-            OPTIONS={"pool": {"max_size": max_size, "timeout": 25}})
+@pytest.mark.parametrize("name", ["preload_ready", "fork_import"])
+def test_stock_fork_shares_a_connection(mariadb: Any, template: str, name: str) -> None:
+    """gunicorn --preload with a query in AppConfig.ready(), or a module-level query then
+    os.fork() x4: the children talk over one session (and the first to close it sends
+    COM_QUIT for all) -> 2006/2013, "Commands out of sync", other requests' rows. A race:
+    400 requests, 4-15 failures seen, at least one asserted."""
+    r = run(name, mariadb, template, STOCK)
+    assert r.requests == 400, explain(r)
+    assert r.errors + r.wrong >= 1, explain(r)
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("terminate", "lost connection to"), ("longtask", "server has gone away"),
+])
+def test_stock_session_ended_by_the_server(
+    mariadb: Any, template: str, name: str, needle: str
+) -> None:
+    """KILL CONNECTION of every app session; a management command idle past wait_timeout:
+    the next statement on each fails (2013 / 2006)."""
+    r = run(name, mariadb, template, STOCK, quick=True)
+    assert r.errors >= 1 and r.has_error(needle), explain(r)
+    assert r.wrong == 0 and r.lost == 0, explain(r)
+
+
+@pytest.mark.parametrize("name", ["preload_ready", "fork_import"])
+def test_connguard_fork_never_shares_a_connection(mariadb: Any, template: str, name: str) -> None:
+    """Each child abandons the inherited session without a byte sent and opens its own."""
+    r = run(name, mariadb, template, CONNGUARD, quick=True)
+    assert_cured(r)
+    assert r.peak_server_connections <= 4 * DEFAULT_MAX_SIZE + DEFAULT_MAX_SIZE, explain(r)
+    if name == "preload_ready":
+        assert "discarded them without contacting the server" in r.details["logs_tail"], explain(r)
+    else:
+        assert r.details["hung_children"] == 0, explain(r)
+
+
+@pytest.mark.parametrize("name", ["terminate", "longtask"])
+def test_connguard_session_ended_by_the_server(mariadb: Any, template: str, name: str) -> None:
+    r = run(name, mariadb, template, CONNGUARD, quick=True)
+    assert_cured(r)
+    if name == "terminate":
+        assert r.details["terminated"] >= 2, explain(r)
+    else:
+        assert r.details["exit_code"] == 0, explain(r)
+
+
+@pytest.mark.parametrize("engine", [STOCK, CONNGUARD], ids=["stock", "connguard"])
+def test_kill_inside_a_transaction(mariadb: Any, template: str, engine: dict[str, Any]) -> None:
+    """atomic() with three inserts, KILL CONNECTION before the last: the request fails
+    (2013), none of its rows are committed, the next requests succeed — on both engines
+    (MariaDB rolls the transaction back; connguard neither retries nor hands the broken
+    session on)."""
+    r = run("kill_in_tx", mariadb, template, engine, quick=True)
+    assert not r.notes, explain(r)
+    assert r.details["killed"], explain(r)
+    for killed in r.details["killed"]:
+        assert killed["status"] == 500, explain(r)
+        assert killed["error"] in {"OperationalError", "InterfaceError"}, explain(r)
+        assert killed["rows_committed"] == [], explain(r)
+    assert (r.errors, r.wrong, r.lost) == (0, 0, 0), explain(r)
+
+
+def test_connguard_outage_fails_fast_and_recovers(mariadb: Any, template: str) -> None:
+    """The server stopped ~3 s: requests fail within a second with PoolUnavailable naming
+    the pool (stock Django: "Can't connect" after each connect attempt), and the first
+    requests after the start succeed."""
+    r = run("outage", mariadb, template, CONNGUARD, quick=True)
+    down = r.details["outage"]
+    assert down["requests"] >= 8 and down["ok"] == 0, explain(r)
+    assert down["max_latency"] < 1.0, explain(r)
+    for sample in down["error_samples"]:
+        assert "PoolUnavailable: pool 'default': database unreachable" in sample, explain(r)
+    assert_cured(r)
+
+
+# -- connguard: floods, Celery ----------------------------------------------------------------
+
+def test_connguard_asgi_flood(mariadb: Any, template: str) -> None:
+    """The same flood with 2 workers x max_size 8 = 16 under the 19 slots left (the
+    harness's monitor holds one): extra requests wait for a connection."""
+    r = run("flood_asgi", mariadb, template, CONNGUARD,
+            OPTIONS={"pool": {"max_size": 8, "timeout": 25}})
     assert not r.has_too_many_connections(), explain(r)
     assert_cured(r, requests=100)
-    assert r.peak_server_connections <= workers * max_size, explain(r)
+    assert r.peak_server_connections <= 2 * 8, explain(r)
 
 
 def test_connguard_flood_default_max_size_over_the_limit(mariadb: Any, template: str) -> None:
     """Default max_size=10 x 2 workers = 20 > 19 slots: the pool meets 1040, holds at what
-    it has and queues callers instead of failing them."""
-    r = run("flood_gthread", mariadb, template, CONNGUARD, OPTIONS={"pool": {"timeout": 25}})
+    it has and queues callers instead of failing them (100 requests of 0.5 s)."""
+    r = run("flood_gthread", mariadb, template, CONNGUARD, quick=True,
+            OPTIONS={"pool": {"timeout": 25}})
     assert_cured(r, requests=100)
     assert r.peak_server_connections <= 19, explain(r)
 
