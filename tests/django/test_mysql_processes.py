@@ -13,12 +13,12 @@ Numbers seen while writing them (Django 5.2, mysqlclient 2.3, MariaDB 10.11, 2 c
 
 ========================  ======================================================================
 stock flood_asgi          100 req: 81 errors "(1040, 'Too many connections')", peak 19
-stock preload_ready      400 req: 4-8 errors (2006, 2013, "Commands out of sync"), 0-3 wrong
+stock preload_ready       400 req: 4-8 errors (2006, 2013, "Commands out of sync"), 0-3 wrong
 stock fork_import         400 ops: 4-7 errors, 3-8 wrong
 stock terminate           19 req (quick): 4 errors 2013
 stock longtask            exit 1: the second query "(2006, 'Server has gone away')"
 stock kill_in_tx          the killed requests fail with 2013, 0 rows committed: no failure
-stock outage              while down "(2002, Can't connect ...)" per attempt; none after start
+stock outage              while down "Can't connect to server" per attempt; none after start
 stock asgi_persistent     150 req, 4 at a time: 38-50 errors 1040 (connections pile up, peak 19)
 stock celery_idle         24 tasks after 2.5 s idle, wait_timeout=1: 24 failed "(2006, 'Server
                           has gone away')"
