@@ -232,6 +232,14 @@ def test_asgi_sync_and_async_views(django_pg: Any, django_db: str) -> None:
     assert r.peak_server_connections <= 2 * DEFAULT_MAX_SIZE, explain(r)
 
 
+def test_gevent_gives_each_connection_back_per_request(django_pg: Any, django_db: str) -> None:
+    """gunicorn -k gevent, a greenlet per request: at most max_size sessions."""
+    pytest.importorskip("gevent")
+    r = run("gevent_mixed", django_pg, django_db, OPTIONS={"pool": {"max_size": 4}})
+    assert_cured(r, requests=200)
+    assert r.peak_server_connections <= 4, explain(r)
+
+
 def test_multiple_databases_one_pool_per_alias_per_process(django_pg: Any, django_db: str) -> None:
     r = run("multi_db", django_pg, django_db, OPTIONS={"pool": {"max_size": 4}})
     assert_cured(r, requests=120)
