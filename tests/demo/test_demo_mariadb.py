@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from connguard.demo import cli
-from connguard.demo.registry import SCENARIOS
+from connguard.demo.registry import load as load_scenarios
 from connguard.demo.results import Result
 from connguard.demo.runner import run_scenario
 from connguard.demo.servers import MARIADB
@@ -30,7 +30,7 @@ def explain(result: Result) -> str:
 
 
 def test_every_mariadb_scenario_exists_in_the_harness() -> None:
-    assert set(MARIADB.scenarios) <= set(SCENARIOS)
+    assert set(MARIADB.scenarios) <= set(load_scenarios())
     assert MARIADB.engines == (
         ("stock", "django.db.backends.mysql"), ("connguard", "connguard.backends.mysql"),
     )  # fmt: skip

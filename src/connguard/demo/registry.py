@@ -51,8 +51,23 @@ def scenario(name: str, description: str, *, defaults: Mapping[str, Any] | None 
     return register
 
 
+def load() -> dict[str, Scenario]:
+    """Every scenario: importing :mod:`connguard.demo.scenarios` registers them (once)."""
+    import connguard.demo.scenarios  # noqa: F401  (its modules import the runner)
+
+    return SCENARIOS
+
+
+def get(name: str) -> Scenario:
+    """Scenario ``name``; KeyError names the known ones."""
+    try:
+        return load()[name]
+    except KeyError:
+        raise KeyError(f"no scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}") from None
+
+
 def unavailable_here(name: str) -> str | None:
     """Why scenario ``name`` cannot run on this machine, or None."""
-    spec = SCENARIOS.get(name)
+    spec = load().get(name)
     check = spec.machine if spec is not None else None
     return check() if check is not None else None

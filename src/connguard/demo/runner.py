@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from connguard.demo import registry
 from connguard.demo.base import (
     ASGI_APP,
     CELERY_APP,
@@ -35,7 +36,7 @@ from connguard.demo.processes import (
     free_port,
     run_manage,
 )
-from connguard.demo.registry import SCENARIOS, unavailable_here
+from connguard.demo.registry import unavailable_here
 from connguard.demo.results import Result
 from connguard.demo.targets import create_database, drop_database, server_target
 from connguard.demo.targets.base import ConnectionMonitor
@@ -264,7 +265,7 @@ def run_scenario(name: str, engine_settings: Mapping[str, Any] | None, server: A
     the flood's request duration (``connguard demo --quick``).  Raises
     :class:`ScenarioUnsupported` when the scenario cannot run here.
     """
-    spec = SCENARIOS[name]
+    spec = registry.get(name)
     stock = {"ENGINE": server_target(server).stock_engine}
     settings: dict[str, Any] = {**DEFAULT_DB_SETTINGS, **stock, **spec.defaults,
                                 **(engine_settings or {})}
