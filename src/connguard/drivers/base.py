@@ -211,6 +211,12 @@ class Driver:
         callable too. This base adds nothing."""
         return dict(kwargs)
 
+    def after_connect(self, conn: Any, conninfo: str, kwargs: Mapping[str, Any]) -> None:
+        """What :meth:`connect` does to a new connection after the library opened it, done by
+        the pool to one a ``connect=`` callable opened (with the pool's *conninfo* and
+        *kwargs*): e.g. TCP keepalive set on the socket, for a library that has no option
+        for it. This base does nothing (libpq takes them as connect keywords)."""
+
     def fileno(self, conn: Any) -> int:
         """The socket's file descriptor, or -1 when there is none."""
         try:

@@ -41,6 +41,7 @@ import math
 import os
 import select
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -48,6 +49,7 @@ import MySQLdb
 import MySQLdb._mysql
 
 from connguard.drivers.base import Driver, TxStatus, poll_wait
+from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
 
 # client (CR_*) and server (ER_*) error codes
 CR_CONNECTION_ERROR = 2002  # can't connect through the socket file / to the host
@@ -149,6 +151,17 @@ def parse_conninfo(conninfo: str) -> dict[str, Any]:
     return params
 
 
+def tcp_given(conninfo: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The TCP keys (``keepalives``, ``keepalives_idle``, ...) the user set in *conninfo* or
+    *kwargs* (which win). A conninfo this driver cannot read counts as setting none: a
+    ``connect=`` callable reads it its own way."""
+    try:
+        params = parse_conninfo(conninfo)
+    except ValueError:
+        params = {}
+    return split_tcp({**params, **kwargs})[1]
+
+
 class _ConnectorC:
     """``mariadb_get_infov`` of the MariaDB Connector/C that mysqlclient is linked with,
     when it is (None attributes otherwise)."""
@@ -241,8 +254,7 @@ class MysqlclientDriver(Driver):
         # connect_timeout (whole seconds) bounds the TCP connect and the server's greeting;
         # the authentication exchange after it waits up to read_timeout, which is left to
         # the caller because it also bounds every later query.
-        kw = parse_conninfo(conninfo)
-        kw.update(self.connect_params(conninfo, {**kw, **kwargs}, timeout))
+        kw = self.connect_params(conninfo, {**parse_conninfo(conninfo), **kwargs}, timeout)
         conn = MySQLdb.connect(**kw)
         if self._c.get_infov is not None and not self._c.answers(conn):
             self._c = _ConnectorC(enabled=False)  # an older Connector/C: use the other path
@@ -250,17 +262,31 @@ class MysqlclientDriver(Driver):
             with contextlib.suppress(Exception):
                 st = os.fstat(conn.fileno())
                 setattr(conn, self._SOCKET, (st.st_dev, st.st_ino))
+        try:
+            self.after_connect(conn, conninfo, kwargs)
+        except BaseException:
+            self.close(conn)
+            raise
         return conn
 
     def connect_params(
         self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
         """*kwargs* with the pool's bound as ``connect_timeout`` (whole seconds, at least 2)
-        unless they set one."""
-        kw = dict(kwargs)
+        unless they set one, and without the TCP keys (``keepalives``, ...:
+        ``MySQLdb.connect()`` has no such keywords; :meth:`after_connect` sets them on the
+        socket). A bad TCP value raises ``ValueError`` here, before connecting."""
+        kw, given = split_tcp(kwargs)
+        tcp_settings(given)
         if timeout is not None and "connect_timeout" not in kw:
             kw["connect_timeout"] = max(2, math.ceil(timeout))
         return kw
+
+    def after_connect(self, conn: Any, conninfo: str, kwargs: Mapping[str, Any]) -> None:
+        """TCP keepalive and ``TCP_USER_TIMEOUT`` on the new connection's socket (TCP only):
+        connguard's defaults, overridden by the TCP keys of *conninfo* and *kwargs*
+        (:mod:`connguard.drivers.tcp`)."""
+        apply_tcp(self.fileno(conn), tcp_settings(tcp_given(conninfo, kwargs)))
 
     def is_closed(self, conn: Any) -> bool:
         try:

@@ -13,7 +13,11 @@ before a statement outside requests). What is MySQL's here:
   session too, when the connection is first lent (the pool rolls back, never resets the
   session); a connection is only lent to settings that would have configured it the same;
 - the pool's connect bound becomes ``connect_timeout`` (whole seconds, at least 2) unless
-  ``OPTIONS`` sets a shorter one.
+  ``OPTIONS`` sets a shorter one;
+- TCP keepalive (30 s idle, 10 s interval, 3 probes, ``TCP_USER_TIMEOUT`` 30 s) is set on
+  each pooled connection's socket after it connects, as the PostgreSQL backend passes it to
+  libpq; libpq's keys in ``OPTIONS`` (``keepalives_idle``, ...) override it
+  (:mod:`connguard.drivers.tcp`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from django.db.backends.mysql import base as mysql
 
 from connguard.backends.mixin import PooledDatabaseWrapperMixin
 from connguard.backends.mysql.creation import DatabaseCreation
+from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
 
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
@@ -45,9 +50,32 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
             )
         return "mysqlclient"
 
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        # TCP keepalive: the libpq keys in OPTIONS (keepalives, keepalives_idle, ...), which
+        # MySQLdb.connect() would refuse, are set on the socket after connecting; a bad value
+        # is found before a checkout
+        params, given = split_tcp(conn_params)
+        try:
+            settings = tcp_settings(given, defaults=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
+        if self.connguard_config is not None:
+            # the pool's connections: _cg_connect_params() leaves the TCP keys out of the
+            # connect keywords, the pool is told them (_cg_pool_kwargs) and its driver sets
+            # them on the socket, over connguard's defaults
+            return super().get_new_connection(conn_params)
+        conn = super().get_new_connection(params)  # not pooled: as Django, with your values
+        apply_tcp(self._cg_driver.fileno(conn), settings)
+        return conn
+
+    def _cg_pool_kwargs(self, conn_params: dict[str, Any]) -> dict[str, Any] | None:
+        """The TCP keys of OPTIONS: the pool's driver reads them after each connect."""
+        return split_tcp(conn_params)[1] or None
+
     def _cg_connect_params(
         self, params: dict[str, Any], pool_params: dict[str, Any]
     ) -> dict[str, Any]:
+        params = split_tcp(params)[0]
         bound = pool_params.get("connect_timeout")
         if bound is not None:
             own = params.get("connect_timeout")
