@@ -55,7 +55,7 @@ def _mysql_pool_tcp(db: Database) -> tuple[dict[str, int], list[str]] | None:
     """What connguard's MySQL drivers set on a pooled connection's socket: its defaults, the
     TCP keys of the conninfo and the connect keywords (``OPTIONS``) over them; 0 means the
     OS's value."""
-    from connguard.drivers.mysqlclient import tcp_given
+    from connguard.drivers.mysql_common import tcp_given
     from connguard.drivers.tcp import TCP_KEYS, tcp_settings
 
     given = tcp_given(db.conninfo, db.connect_kwargs or {})

@@ -41,7 +41,7 @@ ER_UNKNOWN_SYSTEM_VARIABLE = 1193
 def connect_params(conninfo: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``MySQLdb.connect()`` keywords: the conninfo's (mysqlclient driver syntax), then
     *kwargs*; a connect timeout unless one is set."""
-    from connguard.drivers.mysqlclient import parse_conninfo
+    from connguard.drivers.mysql_common import parse_conninfo
     from connguard.drivers.tcp import split_tcp
 
     # the TCP keys (keepalives_idle, ...) are set on the socket, not connect() keywords

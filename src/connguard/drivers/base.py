@@ -145,8 +145,12 @@ PING_TIMEOUT_MESSAGE = "ping timed out"
 
 def is_ping_timeout(exc: BaseException) -> bool:
     """*exc* is a ping that got no answer in time (as opposed to one the server refused or a
-    socket already closed): the network path may be dead."""
-    return str(exc).startswith(PING_TIMEOUT_MESSAGE)
+    socket already closed): the network path may be dead. MySQL's errors carry it as their
+    message after the error number: ``(2013, 'ping timed out after 5.00 s')``."""
+    if str(exc).startswith(PING_TIMEOUT_MESSAGE):
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return len(args) == 2 and str(args[1]).startswith(PING_TIMEOUT_MESSAGE)
 
 
 # SQLSTATEs that say the server changed role or is going away (besides the whole 08 class):

@@ -1,12 +1,13 @@
 """``ENGINE: "connguard.backends.mysql"``: Django's MySQL backend over a connguard pool,
-for MySQL and MariaDB through mysqlclient.
+for MySQL and MariaDB through mysqlclient, or PyMySQL installed as ``MySQLdb``.
 
 Django's own ``DatabaseWrapper`` plus :class:`~connguard.backends.mixin.PooledDatabaseWrapperMixin`
 (checkout on connect, checkin on close, per-request release, fork discard, revalidation
 before a statement outside requests). What is MySQL's here:
 
-- the driver (:mod:`connguard.drivers.mysqlclient`): liveness by poll, a bounded ``DO 1``
-  ping, the transaction status read from the client library, MySQL's error codes;
+- the driver (:mod:`connguard.drivers.mysqlclient`, or :mod:`connguard.drivers.pymysql`
+  after ``pymysql.install_as_MySQLdb()``): liveness by poll, a bounded ping, the
+  transaction status read from the client library, MySQL's error codes;
 - the session: ``init_command``, ``charset`` and the other ``OPTIONS`` are connect()
   keywords (``init_command`` runs once per server session, when it opens); Django's own
   set-up (``SET SQL_AUTO_IS_NULL = 0`` and the ``isolation_level``) runs once per server
@@ -38,15 +39,16 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
     dbname_param = "database"
 
     def _cg_driver_name(self) -> str:
-        if getattr(self.Database, "__name__", "MySQLdb") != "MySQLdb":
-            # pymysql.install_as_MySQLdb(): the driver reads the socket, the transaction
-            # status and the error number through mysqlclient's C object
+        module = getattr(self.Database, "__name__", "MySQLdb")
+        if module == "pymysql":  # pymysql.install_as_MySQLdb()
+            return "pymysql"
+        if module != "MySQLdb":
             raise ImproperlyConfigured(
                 f"DATABASES[{self.alias!r}]['ENGINE']='connguard.backends.mysql' needs "
-                f"mysqlclient; MySQLdb is {self.Database.__name__} here (installed as "
-                "MySQLdb?), which connguard cannot yet keep fork-safe and health-checked. "
-                "Install mysqlclient (pip install 'django-connguard[mysql]') and remove "
-                "install_as_MySQLdb(), or use 'django.db.backends.mysql'."
+                f"mysqlclient or PyMySQL; MySQLdb is {module} here (installed as MySQLdb?), "
+                "which connguard has no driver for (it reads the socket, the transaction "
+                "status and the error numbers through the driver). Install mysqlclient "
+                "(pip install 'django-connguard[mysql]'), or use 'django.db.backends.mysql'."
             )
         return "mysqlclient"
 
@@ -69,8 +71,12 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
         return conn
 
     def _cg_pool_kwargs(self, conn_params: dict[str, Any]) -> dict[str, Any] | None:
-        """The TCP keys of OPTIONS: the pool's driver reads them after each connect."""
-        return split_tcp(conn_params)[1] or None
+        """The TCP keys of OPTIONS, and its read_timeout: the pool's driver reads them after
+        each connect (PyMySQL's read_timeout is the pool's bound while connecting only)."""
+        kwargs = split_tcp(conn_params)[1]
+        if "read_timeout" in conn_params:
+            kwargs["read_timeout"] = conn_params["read_timeout"]
+        return kwargs or None
 
     def _cg_connect_params(
         self, params: dict[str, Any], pool_params: dict[str, Any]
@@ -81,4 +87,8 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
             own = params.get("connect_timeout")
             if own is None or float(own) > bound:
                 params["connect_timeout"] = max(2, math.ceil(bound))
+            if self._cg_driver.name == "pymysql":
+                # PyMySQL's connect_timeout bounds the TCP connect only; the greeting and the
+                # authentication wait up to read_timeout, which the driver then takes off
+                params.setdefault("read_timeout", max(2, math.ceil(bound)))
         return params
