@@ -51,7 +51,7 @@ def socket_options(handler: ConnectionHandler) -> dict[str, int]:
     conn = handler["default"]
     with conn.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return read_tcp(conn.connection.fileno())
+    return read_tcp(conn._cg_driver.fileno(conn.connection))  # mysqlclient or PyMySQL
 
 
 @pytest.fixture(autouse=True)

@@ -260,11 +260,11 @@ def test_kill_inside_a_transaction_is_raised_not_retried(
     try:
         pool = make_pool(max_size=2, driver=pool_driver)
         driver = pool._driver
-        errors = pool._driver.disconnect_errors + (mysqldb.OperationalError,)
+        errors: tuple[type[BaseException], ...] = (mysqldb.OperationalError,)
         if pool_driver == "pymysql":
             import pymysql
 
-            errors += (pymysql.OperationalError,)
+            errors = (pymysql.OperationalError,)
         with pytest.raises(errors) as info, pool.connection() as conn:
             query(conn, "INSERT INTO pool_tx VALUES (1)")
             assert driver.transaction_status(conn) == TxStatus.INTRANS
