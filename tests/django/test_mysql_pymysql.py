@@ -16,7 +16,7 @@ from connguard.testing.pytest_plugin import in_ci
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).parent
-MODULES = ["test_mysql_backend.py", "test_mysql_keepalive.py"]
+MODULES = ["test_mysql_backend.py", "test_mysql_backend_keepalive.py"]
 
 
 def test_the_django_mysql_tests_pass_on_pymysql() -> None:
