@@ -167,11 +167,12 @@ def _check(key: str, value: Any, where: Callable[[str], str]) -> Any:
     if key == "driver":
         from connguard.drivers.base import Driver
 
-        if isinstance(value, Driver) or value in ("psycopg", "psycopg3", "psycopg2", "mysqlclient"):
+        known = ("psycopg", "psycopg3", "psycopg2", "mysqlclient", "pymysql")
+        if isinstance(value, Driver) or value in known:
             return value
         raise ConfigError(
-            f"{where(key)}={value!r}: unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' "
-            "or a connguard.drivers.Driver instance"
+            f"{where(key)}={value!r}: unknown driver; use 'psycopg' (psycopg 3), 'psycopg2', "
+            "'mysqlclient', 'pymysql' or a connguard.drivers.Driver instance"
         )
     if key in ("min_size", "max_size", "max_waiting", "num_workers"):
         if key == "max_size" and value is None:

@@ -531,6 +531,11 @@ class ConnectionPool:
                         self.config.conninfo, dict(self.config.kwargs), timeout
                     ),
                 )
+                try:
+                    self._driver.after_connect(conn, self.config.conninfo, self.config.kwargs)
+                except BaseException:
+                    self._driver.close(conn)
+                    raise
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
             if self._check_new_role:

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ import django
 
 django.setup()
 
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.db import OperationalError  # noqa: E402
 from django.db.utils import ConnectionHandler  # noqa: E402
 
@@ -310,8 +312,10 @@ def test_fork_after_a_module_level_query(mariadb: Any, database: str) -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert parent_id in mariadb.connection_ids()  # no COM_QUIT reached the session
-        raw.query("SELECT CONNECTION_ID()")  # and the parent can still use it
-        assert int(raw.store_result().fetch_row()[0][0]) == parent_id
+        cur = raw.cursor()  # and the parent can still use it
+        cur.execute("SELECT CONNECTION_ID()")
+        assert int(cur.fetchone()[0]) == parent_id
+        cur.close()
         assert request(conn) == 1
     finally:
         handler.close_all()
@@ -437,27 +441,56 @@ def test_a_read_only_server_invalidates_the_pool(mariadb: Any, database: str) ->
 
 
 PYMYSQL = """
+import sys
 import pymysql
 pymysql.install_as_MySQLdb()
 import django
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-settings.configure(DATABASES={"default": {"ENGINE": "connguard.backends.mysql", "NAME": "x"}})
+settings.configure(DATABASES={"default": {
+    "ENGINE": "connguard.backends.mysql", "NAME": sys.argv[1], "USER": sys.argv[2],
+    "HOST": sys.argv[3], "PORT": sys.argv[4], "OPTIONS": {"pool": {"max_size": 2}},
+}})
 django.setup()
-from django.db import connection
-try:
-    connection.ensure_connection()
-except ImproperlyConfigured as exc:
-    print(exc)
+from django.db import close_old_connections, connection
+for _ in range(3):
+    close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        session = cursor.fetchone()[0]
+    close_old_connections()
+stats = connection.pool.get_stats()
+print(connection._cg_driver.name, stats["checkouts"], stats["connections_opened"])
 """
 
 
-def test_pymysql_as_mysqldb_is_refused_with_a_clear_error() -> None:
+def test_pymysql_as_mysqldb_runs_on_the_pymysql_driver(mariadb: Any) -> None:
+    """pymysql.install_as_MySQLdb(): Django's MySQL backend accepts PyMySQL's version, and
+    connguard's backend runs on its PyMySQL driver (the whole of this module runs on it too:
+    test_mysql_pymysql.py)."""
     pytest.importorskip("pymysql")
     done = subprocess.run(
-        [sys.executable, "-c", PYMYSQL], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PYMYSQL, mariadb.database, mariadb.user, mariadb.host,
+         str(mariadb.port)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.split() == ["pymysql", "3", "1"], done.stderr[-2000:]
+
+
+def test_another_mysqldb_is_refused_with_a_clear_error(mariadb: Any) -> None:
+    from connguard.backends.mysql.base import DatabaseWrapper
+
+    class Other(DatabaseWrapper):
+        Database = types.SimpleNamespace(__name__="mysql.connector")
+
+    with pytest.raises(ImproperlyConfigured) as info:
+        Other(settings_for(mariadb, "x"), "default")
+    assert str(info.value) == (
+        "DATABASES['default']['ENGINE']='connguard.backends.mysql' needs mysqlclient or "
+        "PyMySQL; MySQLdb is mysql.connector here (installed as MySQLdb?), which connguard "
+        "has no driver for (it reads the socket, the transaction status and the error "
+        "numbers through the driver). Install mysqlclient (pip install "
+        "'django-connguard[mysql]'), or use 'django.db.backends.mysql'."
     )
-    assert "needs mysqlclient; MySQLdb is pymysql here" in done.stdout, done.stderr[-2000:]
 
 
 def test_transaction_state_never_leaks_to_the_next_checkout(mariadb: Any, database: str) -> None:

@@ -85,8 +85,8 @@ def test_unknown_key_through_the_pool_constructor(driver: FakeDriver) -> None:
         ),
         (
             {"driver": "mysql"},
-            "driver='mysql': unknown driver; use 'psycopg' (psycopg 3), 'psycopg2' or a "
-            "connguard.drivers.Driver instance",
+            "driver='mysql': unknown driver; use 'psycopg' (psycopg 3), 'psycopg2', "
+            "'mysqlclient', 'pymysql' or a connguard.drivers.Driver instance",
         ),
     ],
 )

@@ -17,11 +17,16 @@ def client_tcp(db: Database) -> tuple[dict[str, int], list[str]] | None:
     """The TCP keepalive and tcp_user_timeout settings db's connections run with, and the
     keywords of them the user set (the rest: connguard's defaults for a connguard pool, the
     OS's otherwise; 0 means the OS's value, as in libpq). On MySQL: those of the inspector's
-    own connection, which mysqlclient opens as the application's (None when unread)."""
+    own connection, which mysqlclient opens as the application's (None when unread), and
+    for a connguard pool what its driver sets on the socket after connecting."""
     if db.mysql:
         facts = db.server
         tcp = facts.client_tcp if isinstance(facts, MySQLFacts) else None
-        return (dict(tcp), []) if tcp else None
+        if not tcp:
+            return None
+        if db.mode != "connguard pool":
+            return dict(tcp), []
+        return _mysql_pool_tcp(db)
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
 
@@ -44,6 +49,24 @@ def client_tcp(db: Database) -> tuple[dict[str, int], list[str]] | None:
         if not values[key]:
             values[key] = _sysctl(key, value)
     return values, mine
+
+
+def _mysql_pool_tcp(db: Database) -> tuple[dict[str, int], list[str]] | None:
+    """What connguard's MySQL drivers set on a pooled connection's socket: its defaults, the
+    TCP keys of the conninfo and the connect keywords (``OPTIONS``) over them; 0 means the
+    OS's value."""
+    from connguard.drivers.mysql_common import tcp_given
+    from connguard.drivers.tcp import TCP_KEYS, tcp_settings
+
+    given = tcp_given(db.conninfo, db.connect_kwargs or {})
+    try:
+        values = tcp_settings(given)
+    except ValueError:
+        return None  # the pool refuses to connect, and says why
+    for key, value in _OS_KEEPALIVE.items():
+        if not values[key]:
+            values[key] = _sysctl(key, value)
+    return values, [k for k in TCP_KEYS if k in given]
 
 
 def _sysctl(key: str, default: int) -> int:

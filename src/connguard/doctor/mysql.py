@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,9 +41,11 @@ ER_UNKNOWN_SYSTEM_VARIABLE = 1193
 def connect_params(conninfo: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``MySQLdb.connect()`` keywords: the conninfo's (mysqlclient driver syntax), then
     *kwargs*; a connect timeout unless one is set."""
-    from connguard.drivers.mysqlclient import parse_conninfo
+    from connguard.drivers.mysql_common import parse_conninfo
+    from connguard.drivers.tcp import split_tcp
 
-    params = {**parse_conninfo(conninfo), **kwargs}
+    # the TCP keys (keepalives_idle, ...) are set on the socket, not connect() keywords
+    params = split_tcp({**parse_conninfo(conninfo), **kwargs})[0]
     params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
     return params
 
@@ -160,18 +161,9 @@ def _in_front(
 def socket_tcp(fd: int) -> dict[str, int]:
     """The keepalive and ``tcp_user_timeout`` settings of the TCP socket *fd*, in effect (the
     OS's defaults where the client library sets none), under libpq's names."""
-    sock = socket.socket(fileno=os.dup(fd))
-    try:
-        get = sock.getsockopt
-        return {
-            "keepalives": int(bool(get(socket.SOL_SOCKET, socket.SO_KEEPALIVE))),
-            "keepalives_idle": get(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-            "keepalives_interval": get(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-            "keepalives_count": get(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
-            "tcp_user_timeout": get(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
-        }
-    finally:
-        sock.close()
+    from connguard.drivers.tcp import read_tcp
+
+    return read_tcp(fd)
 
 
 class MySQLInspector:

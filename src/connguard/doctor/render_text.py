@@ -167,10 +167,10 @@ def describe_client_tcp(db: Database) -> str | None:
     unacked = (
         f"tcp_user_timeout {dur(user_timeout / 1000)}" if user_timeout else ("no tcp_user_timeout")
     )
-    if db.mysql:
-        rest = "mysqlclient's and the OS's, as the doctor's own connection has them"
-    elif db.mode == "connguard pool":
+    if db.mode == "connguard pool":
         rest = "connguard's defaults"
+    elif db.mysql:
+        rest = "mysqlclient's and the OS's, as the doctor's own connection has them"
     else:
         rest = "libpq's and the OS's defaults"
     source = f"set: {', '.join(mine)}; {rest} for the rest" if mine else rest

@@ -8,7 +8,8 @@ __all__ = ["Driver", "Role", "RolePolicy", "TxStatus", "get_driver"]
 
 
 def get_driver(name: str | Driver, connection_class: type | None = None) -> Driver:
-    """Return the driver called *name* (``"psycopg"`` or ``"psycopg2"``), or *name* itself.
+    """Return the driver called *name* (``"psycopg"``, ``"psycopg2"``, ``"mysqlclient"`` or
+    ``"pymysql"``), or *name* itself.
 
     A *connection_class* (psycopg_pool's option of that name: a ``psycopg.Connection``
     subclass) means psycopg 3 with that class, whatever *name* says."""
@@ -30,4 +31,11 @@ def get_driver(name: str | Driver, connection_class: type | None = None) -> Driv
         from connguard.drivers.mysqlclient import MysqlclientDriver
 
         return MysqlclientDriver()
-    raise ValueError(f"unknown driver {name!r}: use 'psycopg' (psycopg 3) or 'psycopg2'")
+    if name == "pymysql":
+        from connguard.drivers.pymysql import PymysqlDriver
+
+        return PymysqlDriver()
+    raise ValueError(
+        f"unknown driver {name!r}: use 'psycopg' (psycopg 3), 'psycopg2', 'mysqlclient' or "
+        "'pymysql'"
+    )

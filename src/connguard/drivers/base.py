@@ -150,8 +150,12 @@ PING_TIMEOUT_MESSAGE = "ping timed out"
 
 def is_ping_timeout(exc: BaseException) -> bool:
     """*exc* is a ping that got no answer in time (as opposed to one the server refused or a
-    socket already closed): the network path may be dead."""
-    return str(exc).startswith(PING_TIMEOUT_MESSAGE)
+    socket already closed): the network path may be dead. MySQL's errors carry it as their
+    message after the error number: ``(2013, 'ping timed out after 5.00 s')``."""
+    if str(exc).startswith(PING_TIMEOUT_MESSAGE):
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return len(args) == 2 and str(args[1]).startswith(PING_TIMEOUT_MESSAGE)
 
 
 # SQLSTATEs that say the server changed role or is going away (besides the whole 08 class):
@@ -215,6 +219,12 @@ class Driver:
         TCP keepalive defaults, in the driver's terms. The pool passes them to a ``connect``
         callable too. This base adds nothing."""
         return dict(kwargs)
+
+    def after_connect(self, conn: Any, conninfo: str, kwargs: Mapping[str, Any]) -> None:
+        """What :meth:`connect` does to a new connection after the library opened it, done by
+        the pool to one a ``connect=`` callable opened (with the pool's *conninfo* and
+        *kwargs*): e.g. TCP keepalive set on the socket, for a library that has no option
+        for it. This base does nothing (libpq takes them as connect keywords)."""
 
     def fileno(self, conn: Any) -> int:
         """The socket's file descriptor, or -1 when there is none."""

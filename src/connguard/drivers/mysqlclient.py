@@ -41,52 +41,26 @@ import math
 import os
 import select
 import time
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import MySQLdb
 import MySQLdb._mysql
 
 from connguard.drivers.base import Driver, TxStatus, poll_wait
-
-# client (CR_*) and server (ER_*) error codes
-CR_CONNECTION_ERROR = 2002  # can't connect through the socket file / to the host
-CR_CONN_HOST_ERROR = 2003
-CR_SERVER_GONE_ERROR = 2006
-CR_SERVER_LOST = 2013
-CR_SERVER_LOST_EXTENDED = 2055
-ER_CON_COUNT_ERROR = 1040  # Too many connections
-ER_SERVER_SHUTDOWN = 1053
-ER_ABORTING_CONNECTION = 1152
-ER_NET_READ_INTERRUPTED = 1159
-ER_NET_WRITE_INTERRUPTED = 1161
-ER_TOO_MANY_USER_CONNECTIONS = 1203
-ER_USER_LIMIT_REACHED = 1226
-ER_OPTION_PREVENTS_STATEMENT = 1290  # --read-only / --super-read-only
-ER_READ_ONLY_MODE = 1836
-ER_CONNECTION_KILLED = 1927  # MariaDB: KILL CONNECTION while a statement ran
-ER_CLIENT_INTERACTION_TIMEOUT = 4031  # MySQL 8.0.24+: wait_timeout, said before closing
-
-#: the session is gone (or going): the connection is unusable
-DISCONNECT_CODES = frozenset(
-    {
-        CR_SERVER_GONE_ERROR,
-        CR_SERVER_LOST,
-        CR_SERVER_LOST_EXTENDED,
-        ER_SERVER_SHUTDOWN,
-        ER_ABORTING_CONNECTION,
-        ER_NET_READ_INTERRUPTED,
-        ER_NET_WRITE_INTERRUPTED,
-        ER_CONNECTION_KILLED,
-        ER_CLIENT_INTERACTION_TIMEOUT,
-    }
+from connguard.drivers.mysql_common import (
+    CR_SERVER_GONE_ERROR,
+    CR_SERVER_LOST,
+    DISCONNECT_CODES,
+    MySQLErrors,
+    error_code,
+    parse_conninfo,
+    tcp_given,
 )
-#: nobody accepts sessions at the address (refused, no socket file, shutting down)
-ABSENT_CODES = frozenset({CR_CONNECTION_ERROR, CR_CONN_HOST_ERROR, ER_SERVER_SHUTDOWN})
-_INT_KEYS = frozenset(
-    {"port", "connect_timeout", "read_timeout", "write_timeout", "client_flag", "local_infile"}
-)
-_ALIASES = {"dbname": "database", "db": "database", "passwd": "password"}
+from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
+
+__all__ = ["MysqlclientDriver", "error_code", "parse_conninfo", "tcp_given"]
+
 _SERVER_STATUS_IN_TRANS = 1
 _SERVER_MORE_RESULTS_EXIST = 8
 _MARIADB_CONNECTION_SERVER_STATUS = 30  # enum mariadb_value, Connector/C 3.x (append-only)
@@ -94,59 +68,6 @@ _MARIADB_CONNECTION_SOCKET = 19
 # what the driver caches on a connection object (mysqlclient's Connection has a __dict__)
 _NATIVE = "_connguard_native"
 _POLLER = "_connguard_poller"
-
-
-def error_code(exc: BaseException) -> int | None:
-    """The MySQL error number of a ``MySQLdb.Error`` (``exc.args[0]``), else None."""
-    args = getattr(exc, "args", ())
-    if args and isinstance(args[0], int) and not isinstance(args[0], bool):
-        return args[0]
-    return None
-
-
-def parse_conninfo(conninfo: str) -> dict[str, Any]:
-    """``MySQLdb.connect()`` keywords from a URL (``mysql://user:pw@host:3306/db?charset=
-    utf8mb4``) or a keyword string (``host=127.0.0.1 port=3306 user=app database=db``).
-
-    ``dbname``/``db`` mean ``database``, ``passwd`` means ``password``; ports and timeouts
-    become ints; other values stay strings. An empty string gives ``{}``.
-    """
-    text = conninfo.strip()
-    params: dict[str, Any] = {}
-    if not text:
-        return params
-    if "://" in text:
-        url = urlsplit(text)
-        if url.scheme not in ("mysql", "mariadb", "mysql+mysqldb"):
-            raise ValueError(f"not a mysql:// URL: scheme {url.scheme!r}")
-        if url.hostname:
-            params["host"] = url.hostname
-        if url.port:
-            params["port"] = url.port
-        if url.username:
-            params["user"] = unquote(url.username)
-        if url.password is not None:
-            params["password"] = unquote(url.password)
-        if url.path.strip("/"):
-            params["database"] = unquote(url.path.strip("/"))
-        items = parse_qsl(url.query, keep_blank_values=True)
-    else:
-        items = []
-        for word in text.split():
-            key, sep, value = word.partition("=")
-            if not sep or not key:
-                raise ValueError(f"not key=value in a MySQL conninfo: {word!r}")
-            items.append((key, value))
-    for key, value in items:
-        params[_ALIASES.get(key, key)] = value
-    for key in _INT_KEYS & params.keys():
-        try:
-            params[key] = int(params[key])
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{key}={params[key]!r} in a MySQL conninfo: expected a whole number"
-            ) from None
-    return params
 
 
 class _ConnectorC:
@@ -222,7 +143,7 @@ def _connector_c() -> _ConnectorC:
     return _connector
 
 
-class MysqlclientDriver(Driver):
+class MysqlclientDriver(MySQLErrors, Driver):
     """mysqlclient on MySQL or MariaDB; see the module docstring for how it reads state."""
 
     name = "mysqlclient"
@@ -241,8 +162,7 @@ class MysqlclientDriver(Driver):
         # connect_timeout (whole seconds) bounds the TCP connect and the server's greeting;
         # the authentication exchange after it waits up to read_timeout, which is left to
         # the caller because it also bounds every later query.
-        kw = parse_conninfo(conninfo)
-        kw.update(self.connect_params(conninfo, {**kw, **kwargs}, timeout))
+        kw = self.connect_params(conninfo, {**parse_conninfo(conninfo), **kwargs}, timeout)
         conn = MySQLdb.connect(**kw)
         if self._c.get_infov is not None and not self._c.answers(conn):
             self._c = _ConnectorC(enabled=False)  # an older Connector/C: use the other path
@@ -250,17 +170,31 @@ class MysqlclientDriver(Driver):
             with contextlib.suppress(Exception):
                 st = os.fstat(conn.fileno())
                 setattr(conn, self._SOCKET, (st.st_dev, st.st_ino))
+        try:
+            self.after_connect(conn, conninfo, kwargs)
+        except BaseException:
+            self.close(conn)
+            raise
         return conn
 
     def connect_params(
         self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
         """*kwargs* with the pool's bound as ``connect_timeout`` (whole seconds, at least 2)
-        unless they set one."""
-        kw = dict(kwargs)
+        unless they set one, and without the TCP keys (``keepalives``, ...:
+        ``MySQLdb.connect()`` has no such keywords; :meth:`after_connect` sets them on the
+        socket). A bad TCP value raises ``ValueError`` here, before connecting."""
+        kw, given = split_tcp(kwargs)
+        tcp_settings(given)
         if timeout is not None and "connect_timeout" not in kw:
             kw["connect_timeout"] = max(2, math.ceil(timeout))
         return kw
+
+    def after_connect(self, conn: Any, conninfo: str, kwargs: Mapping[str, Any]) -> None:
+        """TCP keepalive and ``TCP_USER_TIMEOUT`` on the new connection's socket (TCP only):
+        connguard's defaults, overridden by the TCP keys of *conninfo* and *kwargs*
+        (:mod:`connguard.drivers.tcp`)."""
+        apply_tcp(self.fileno(conn), tcp_settings(tcp_given(conninfo, kwargs)))
 
     def is_closed(self, conn: Any) -> bool:
         try:
@@ -333,34 +267,3 @@ class MysqlclientDriver(Driver):
     def close(self, conn: Any) -> None:
         with contextlib.suppress(Exception):
             conn.close()
-
-    # -- error classification --------------------------------------------------------------
-
-    def is_disconnect(self, exc: BaseException) -> bool:
-        """The connection is unusable: the session was lost, killed, timed out or shut
-        down (2006, 2013, 2055, 4031, 1927, 1053, …), or the connection was closed."""
-        if error_code(exc) in DISCONNECT_CODES:
-            return True
-        return isinstance(exc, self.disconnect_errors)
-
-    def is_capacity_error(self, exc: BaseException) -> bool:
-        """The server is up but has no session for us: ``Too many connections`` (1040) or
-        the account's ``max_user_connections`` (1203, 1226)."""
-        code = error_code(exc)
-        if code in (ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS):
-            return True
-        return code == ER_USER_LIMIT_REACHED and "max_user_connections" in str(exc)
-
-    def is_server_absent(self, exc: BaseException) -> bool:
-        """Nothing accepts sessions at the address: refused or no socket file (2002, 2003),
-        or the server is shutting down (1053)."""
-        return error_code(exc) in ABSENT_CODES
-
-    def is_role_change(self, exc: BaseException) -> bool:
-        """The server no longer takes writes: ``read_only`` / ``super_read_only`` (1290
-        naming it, e.g. after a failover demoted it) or InnoDB read-only mode (1836)."""
-        code = error_code(exc)
-        if code == ER_READ_ONLY_MODE:
-            return True
-        text = str(exc).lower()
-        return code == ER_OPTION_PREVENTS_STATEMENT and ("read-only" in text or "read_only" in text)

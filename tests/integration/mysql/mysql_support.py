@@ -51,9 +51,24 @@ def fallback_driver() -> Any:
     return driver
 
 
-@pytest.fixture(params=["libmariadb", "libmysqlclient"])
+@pytest.fixture(scope="session")
+def pymysql_module() -> Any:
+    """The ``pymysql`` module (PyMySQL)."""
+    try:
+        import pymysql
+    except ImportError as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and PyMySQL is not importable: {exc}")
+        pytest.skip(f"PyMySQL is not importable ({exc}): pip install 'django-connguard[pymysql]'")
+    return pymysql
+
+
+@pytest.fixture(params=["libmariadb", "libmysqlclient", "pymysql"])
 def pool_driver(request: pytest.FixtureRequest, mysqldb: Any) -> Any:
-    """``"mysqlclient"``, then the same driver on its libmysqlclient path."""
+    """``"mysqlclient"``, the same driver on its libmysqlclient path, then ``"pymysql"``."""
+    if request.param == "pymysql":
+        request.getfixturevalue("pymysql_module")
+        return "pymysql"
     return "mysqlclient" if request.param == "libmariadb" else fallback_driver()
 
 

@@ -114,7 +114,9 @@ def test_exact_text_with_a_low_wait_timeout(
         "Databases\n"
         "  --dsn  connguard pool (min_size 0, max_size 10, max_lifetime 3600 s, max_idle 600 s)"
         f" -> {at}/connguard\n"
-        + os_keepalive_line()
+        + "         client TCP: keepalive after 30 s idle, every 10 s, 3 probes; "
+        "tcp_user_timeout 30 s (connguard's defaults): a silently dropped connection is found "
+        "after 40 s\n"
         + f"  at most 8 connections to {at} (2 workers x 4 (--dsn)); it accepts 100\n"
         "Findings\n"
         f"  WARNING CG106  --dsn: {at} closes sessions idle for 5 s (wait_timeout), but the "
@@ -287,6 +289,39 @@ def manage_json(server: MariaDBServer, engine: str, *argv: str, **db: Any) -> di
     _, out, err = manage_doctor(server, engine, "--json", *argv, **db)
     assert out.startswith("{"), err
     return dict(json.loads(out))
+
+
+def test_client_tcp_of_a_pool_with_the_users_values(
+    mariadb: MariaDBServer, mysqldb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the pool's driver sets on its sockets: the user's keys over connguard's defaults
+    (the stock engine's line, the OS's values, is checked by test_stock_engine_client_tcp)."""
+    url = f"{mariadb.url()}?keepalives_idle=60&tcp_user_timeout=0"
+    code, out = doctor(capsys, "--dsn", url)
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if "client TCP" in x]
+    assert line.strip() == (
+        "client TCP: keepalive after 60 s idle, every 10 s, 3 probes; no tcp_user_timeout "
+        "(set: keepalives_idle, tcp_user_timeout; connguard's defaults for the rest): a "
+        f"silently dropped connection is found after {about(90.0)} ({about(OS_RETRANSMIT)} with "
+        "a statement unacknowledged)"
+    )
+    _, report = doctor_json(capsys, "--dsn", f"{mariadb.url()}?keepalives=0")
+    tcp = report["databases"][0]["client_tcp"]
+    assert (tcp["keepalives"], tcp["set"], tcp["dead_path_bound"]) == (0, ["keepalives"], None)
+
+
+def test_stock_engine_client_tcp(mariadb: MariaDBServer, mysqldb: Any) -> None:
+    _, out, err = manage_doctor(mariadb, STOCK)
+    assert os_keepalive_line() in out, err
+    # the connguard engine: its defaults, OPTIONS over them
+    report = manage_json(mariadb, CONNGUARD, OPTIONS={"keepalives_count": 5})
+    tcp = report["databases"][0]["client_tcp"]
+    assert tcp == {
+        "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+        "keepalives_count": 5, "tcp_user_timeout": 30000, "set": ["keepalives_count"],
+        "dead_path_bound": 40.0,
+    }  # fmt: skip
 
 
 def test_stock_engine_past_wait_timeout(mariadb: MariaDBServer, mysqldb: Any) -> None:

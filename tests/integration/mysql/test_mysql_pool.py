@@ -18,6 +18,7 @@ from mysql_support import (
     mysqldb,
     no_sessions_left,
     pool_driver,
+    pymysql_module,
     query,
     scalar,
     session_id,
@@ -29,7 +30,7 @@ from connguard import PoolUnavailable
 from connguard.drivers.base import TxStatus
 from connguard.testing.mariadb import APP_USER
 
-__all__ = ["make_pool", "mysqldb", "pool_driver"]  # fixtures
+__all__ = ["make_pool", "mysqldb", "pool_driver", "pymysql_module"]  # fixtures
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -259,7 +260,12 @@ def test_kill_inside_a_transaction_is_raised_not_retried(
     try:
         pool = make_pool(max_size=2, driver=pool_driver)
         driver = pool._driver
-        with pytest.raises(mysqldb.OperationalError) as info, pool.connection() as conn:
+        errors: tuple[type[BaseException], ...] = (mysqldb.OperationalError,)
+        if pool_driver == "pymysql":
+            import pymysql
+
+            errors = (pymysql.OperationalError,)
+        with pytest.raises(errors) as info, pool.connection() as conn:
             query(conn, "INSERT INTO pool_tx VALUES (1)")
             assert driver.transaction_status(conn) == TxStatus.INTRANS
             mariadb.kill_connections(APP_USER)
@@ -303,14 +309,17 @@ def test_unread_rows_at_checkin_discard_the_connection(
     """An unbuffered result left half-read leaves the protocol out of sync: the next user
     would get 2014 (commands out of sync). With the server's next rows waiting on the
     socket, the pool sees them and discards the connection."""
-    import MySQLdb.cursors
+    if pool_driver == "pymysql":
+        from pymysql.cursors import SSCursor
+    else:
+        from MySQLdb.cursors import SSCursor  # type: ignore[no-redef]
 
     pool = make_pool(max_size=1, driver=pool_driver)
     conn = pool.getconn()
-    cur = conn.cursor(MySQLdb.cursors.SSCursor)
+    cur = conn.cursor(SSCursor)
     cur.execute("SELECT seq FROM seq_1_to_100000")
     cur.fetchone()
-    poller = pool._driver.make_poller(conn.fileno())
+    poller = pool._driver.make_poller(pool._driver.fileno(conn))
     wait_until(lambda: poller.poll(0), timeout=10)
     pool.putconn(conn)
     assert stat(pool, "returns_bad") == 1

@@ -25,6 +25,7 @@ from mysql_support import (
 )
 
 from connguard.drivers import TxStatus, get_driver
+from connguard.drivers.base import is_ping_timeout
 from connguard.testing.mariadb import APP_USER
 
 __all__ = ["driver", "mysqldb"]  # fixtures
@@ -170,9 +171,14 @@ def test_ping_is_bounded_on_a_stalled_server(driver: Any, mariadb: Any, mysqldb:
         try:
             wait_until(lambda: all_threads_stopped(pid), timeout=10)  # a group stop takes time
             started = time.monotonic()
-            with pytest.raises(mysqldb.OperationalError, match=r"ping timed out after 0\.50 s"):
+            with pytest.raises(
+                mysqldb.OperationalError, match=r"ping timed out after 0\.50 s"
+            ) as info:
                 driver.ping(conn, 0.5)
             assert time.monotonic() - started < 10  # bounded, not mysqlclient's forever
+            # the pool then retires the other idle connections silent as long (one ping
+            # timeout per dead path, not per connection)
+            assert is_ping_timeout(info.value)
         finally:
             os.kill(pid, signal.SIGCONT)
     finally:
