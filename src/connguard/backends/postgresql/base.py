@@ -39,6 +39,9 @@ def application_name(alias: str) -> str:
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, postgres.DatabaseWrapper):
     creation_class = DatabaseCreation
+    # Django 5.1+ takes OPTIONS["pool"] out of the connection parameters itself (and refuses
+    # a pool dict with psycopg2: then the mixin hides it)
+    _cg_hide_pool = not (_HAS_CONFIGURE and is_psycopg3)
 
     def _cg_driver_name(self) -> str:
         return "psycopg" if is_psycopg3 else "psycopg2"
