@@ -109,9 +109,9 @@ class PooledDatabaseWrapperMixin(_Base):
         self._cg_poller: Any = ALWAYS_READABLE
         self._cg_last_used = 0.0
         self._cg_connecting = False
-        # (fork generation, session key, pool, settings seen, connection parameters seen)
-        # of the last checkout: the next one whose settings and parameters are the same takes
-        # that pool without building the key again nor asking the registry (_cg_pool_now)
+        # the pool of the last checkout and what it was chosen from: the next checkout whose
+        # settings and parameters are the same takes it without building the session key
+        # again nor asking the registry (_cg_pool_now)
         self._cg_pool_cache: _PoolChoice | None = None
 
     # -- what differs per database (overridden by the thin backends) -----------------------
@@ -245,53 +245,47 @@ class PooledDatabaseWrapperMixin(_Base):
                 f"lives is {registry.option_path(self.alias, 'max_lifetime')}."
             )
 
-    def _cg_settings_seen(self) -> tuple[Any, ...]:
-        """What the settings of this wrapper are now, cheap to build and to compare with
-        ``==``: ``settings_dict``, its ``OPTIONS`` and ``OPTIONS["pool"]`` item by item (a
-        value changed in place in any of the three, or a new one, makes it differ), and the
-        count of Django's ``setting_changed`` signals (``USE_TZ``, ``TIME_ZONE``)."""
-        settings_dict = self.settings_dict
-        options = settings_dict["OPTIONS"]
-        raw = options.get("pool", True)
-        return (
-            _settings_version,
-            tuple(settings_dict.items()),
-            tuple(options.items()),
-            tuple(raw.items()) if type(raw) is dict or isinstance(raw, Mapping) else raw,
-        )
-
     def _cg_pool_now(self, conn_params: dict[str, Any]) -> ConnectionPool | None:
         """The pool for the settings as they are now (made if new), None when not pooled.
 
         The settings are read at every connect (a rotated PASSWORD, a changed OPTIONS take
-        effect without a restart), but the session key is only built again when something it
-        is built from may have changed: the connection parameters Django just built (with
-        their nested dicts, by value), ``settings_dict`` / ``OPTIONS`` / ``OPTIONS["pool"]``
-        item by item (in-place changes included), Django's ``setting_changed`` count, the fork
-        generation, and the pool still open. All equal: the last checkout's pool, for two
-        tuple comparisons instead of parsing, validating and building the key again."""
+        effect without a restart), but the pool is only chosen again when something it was
+        chosen from may have changed since the last checkout: the connection parameters
+        Django just built (nested dicts and lists by value), ``settings_dict``, its
+        ``OPTIONS`` and ``OPTIONS["pool"]`` (each compared with a copy taken then, so a value
+        changed in place counts), Django's ``setting_changed`` count (``USE_TZ``,
+        ``TIME_ZONE``), the fork generation, the pool still open. All the same: the last
+        checkout's pool, for a few dict comparisons instead of parsing, validating and
+        building the session key again."""
         cached = self._cg_pool_cache
+        settings_dict = self.settings_dict
+        options = settings_dict["OPTIONS"]
         if (
             cached is not None
             and cached.params == conn_params
+            and cached.settings == settings_dict
+            and cached.options == options
+            and cached.pool_options == options.get("pool", True)
+            and cached.version == _settings_version
             and cached.generation == forking.generation
             and not cached.pool.closed
-            and cached.seen == self._cg_settings_seen()
         ):
             return cached.pool
-        seen = self._cg_settings_seen()  # before reading them: a change meanwhile is seen next time
         config = self.connguard_config
         if config is None:
             self._cg_pool_cache = None
             return None
-        return self._cg_pool_for(conn_params, config, seen)
+        return self._cg_pool_for(conn_params, config)
 
-    def _cg_pool_for(
-        self, conn_params: dict[str, Any], config: PoolConfig, seen: tuple[Any, ...]
-    ) -> ConnectionPool:
+    def _cg_pool_for(self, conn_params: dict[str, Any], config: PoolConfig) -> ConnectionPool:
         """The pool for the settings as they are now: a connection is only ever lent to a
         wrapper whose settings would have configured its session the same way."""
-        options = self.settings_dict["OPTIONS"]
+        # what the choice is made from, copied before it is read (a change meanwhile is seen
+        # at the next connect)
+        version, settings_dict = _settings_version, dict(self.settings_dict)
+        options = dict(settings_dict["OPTIONS"])
+        raw = options.get("pool", True)
+        pool_options = registry.snapshot(dict(raw) if isinstance(raw, Mapping) else raw)
         key = registry.session_key(
             conn_params,
             **self._cg_session_settings(),
@@ -315,7 +309,9 @@ class PooledDatabaseWrapperMixin(_Base):
                 lambda: self._make_pool(config, conn_params),
                 conn_params.get(self.dbname_param),
             )
-        self._cg_pool_cache = _PoolChoice(forking.generation, key, pool, seen, params)
+        self._cg_pool_cache = _PoolChoice(
+            forking.generation, key, pool, params, settings_dict, options, pool_options, version
+        )
         return pool
 
     def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
@@ -524,8 +520,12 @@ class _PoolChoice(NamedTuple):
     generation: int  # forking.generation then
     key: tuple[Any, ...]  # registry.session_key()
     pool: ConnectionPool
-    seen: tuple[Any, ...]  # PooledDatabaseWrapperMixin._cg_settings_seen()
+    # copies of what the pool was chosen from (see _cg_pool_now)
     params: dict[str, Any]  # the connection parameters (registry.snapshot())
+    settings: dict[str, Any]  # settings_dict (shallow)
+    options: dict[str, Any]  # settings_dict["OPTIONS"] (shallow)
+    pool_options: Any  # OPTIONS["pool"] (registry.snapshot())
+    version: int  # _settings_version
 
 
 class _ReportingErrorWrapper(DatabaseErrorWrapper):
