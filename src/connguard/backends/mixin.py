@@ -445,22 +445,20 @@ class PooledDatabaseWrapperMixin(_Base):
             return
         self._cg_ensuring = True
         try:
-            self._cg_ensure_connection()
+            if self.connection is not None and not self._cg_connecting:
+                if self._cg_forks != forking.generation:
+                    self._cg_drop_inherited()
+                else:
+                    now = monotonic()
+                    if (
+                        now - self._cg_last_used >= self._cg_ping_interval
+                        or self._cg_poller.poll(0)
+                    ) and self._cg_replaceable():
+                        self._cg_revalidate()
+                    self._cg_last_used = now
+            super().ensure_connection()
         finally:
             self._cg_ensuring = False
-
-    def _cg_ensure_connection(self) -> None:
-        if self.connection is not None and not self._cg_connecting:
-            if self._cg_forks != forking.generation:
-                self._cg_drop_inherited()
-            else:
-                now = monotonic()
-                if (
-                    now - self._cg_last_used >= self._cg_ping_interval or self._cg_poller.poll(0)
-                ) and self._cg_replaceable():
-                    self._cg_revalidate()
-                self._cg_last_used = now
-        super().ensure_connection()
 
     def _cg_replaceable(self) -> bool:
         """Only where replacing the connection cannot lose anything."""

@@ -55,7 +55,10 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, postgres.DatabaseWrapper):
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # a bad isolation level is found before a checkout (and leaks no connection)
-        level = self._cg_isolation_level()
+        if "isolation_level" in self.settings_dict["OPTIONS"]:
+            level = self._cg_isolation_level()
+        else:
+            level = IsolationLevel.READ_COMMITTED
         conn = super().get_new_connection(conn_params)
         self.isolation_level = level  # as Django's get_new_connection() records it
         return conn
