@@ -311,3 +311,81 @@ def test_a_patched_base_ensure_connection_does_not_recurse(pg_server: Any) -> No
     with mock.patch(target, side_effect=patched):
         assert query(conn, "SELECT 1") == 1
     assert calls and calls[0] is True
+
+
+# -- issue 10: the settings are read at each connect, but the key is only rebuilt on a change --
+
+
+def test_a_steady_wrapper_does_not_rebuild_its_session_key(pg_server: Any) -> None:
+    conn = make_handler(pg_server)[ALIAS]
+    assert query(conn, "SELECT 1") == 1
+    (pool,) = alias_pools()
+    with mock.patch.object(registry, "session_key", wraps=registry.session_key) as spy:
+        for _ in range(3):
+            assert query(conn, "SELECT 1") == 1
+        assert spy.call_count == 0  # nothing changed: the last checkout's pool
+        assert conn.pool is pool
+        conn.settings_dict["OPTIONS"]["application_name"] = "cg-changed"
+        assert query(conn, "SELECT current_setting('application_name')") == "cg-changed"
+        assert spy.call_count == 1
+        assert query(conn, "SELECT 1") == 1
+        assert spy.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda sd: sd.__setitem__("PASSWORD", "rotated"), id="PASSWORD"),
+        pytest.param(lambda sd: sd.__setitem__("CONN_HEALTH_CHECKS", True), id="HEALTH_CHECKS"),
+        pytest.param(lambda sd: sd["OPTIONS"].__setitem__("assume_role", "cg_r"), id="role"),
+        pytest.param(lambda sd: sd["OPTIONS"]["pool"].__setitem__("max_size", 3), id="pool-key"),
+        pytest.param(lambda sd: sd["OPTIONS"].__setitem__("pool", {"max_size": 3}), id="pool"),
+    ],
+)
+def test_an_in_place_change_after_a_checkout_makes_a_new_pool(pg_server: Any, change: Any) -> None:
+    """settings_dict, OPTIONS and OPTIONS["pool"] changed in place (the dicts stay the same
+    objects) after the wrapper remembered its pool: the next connect sees it."""
+    pg_server.execute("DO $$ BEGIN CREATE ROLE cg_r; EXCEPTION WHEN duplicate_object THEN "
+                      "NULL; END $$")  # fmt: skip
+    pg_server.execute(f'GRANT cg_r TO "{pg_server.user}"')
+    conn = make_handler(pg_server)[ALIAS]
+    assert query(conn, "SELECT 1") == 1
+    (old,) = alias_pools()
+    change(conn.settings_dict)
+    assert query(conn, "SELECT 1") == 1
+    new = conn.pool
+    assert new is not old and not new.closed
+    if old._worker is not None:
+        old._worker.join(10)  # retired off the request's thread
+    assert old.closed
+    assert alias_pools() == [new]
+
+
+def test_override_settings_makes_the_next_connect_read_the_settings_again(
+    pg_server: Any,
+) -> None:
+    """USE_TZ is not in DATABASES: Django's setting_changed signal tells the wrapper."""
+    from django.test import override_settings
+
+    conn = make_handler(pg_server)[ALIAS]
+    assert query(conn, "SELECT 1") == 1
+    (old,) = alias_pools()
+    with override_settings(USE_TZ=False):
+        assert query(conn, "SELECT 1") == 1
+        assert conn.pool is not old
+    assert query(conn, "SELECT 1") == 1
+    assert len(alias_pools()) == 1
+
+
+def test_a_nested_value_changed_in_place_changes_the_session_key() -> None:
+    """OPTIONS["ssl"] (MySQL) or any dict/list inside the connection parameters: the key
+    keeps a copy, so a change in place no longer compares equal."""
+    ssl = {"ca": "/etc/ssl/a.pem", "verify": ["cert"]}
+    params = {"host": "db", "ssl": ssl}
+    key = registry.session_key(params, pool={"max_size": 2})
+    assert registry.session_key(params, pool={"max_size": 2}) == key
+    ssl["verify"].append("identity")
+    assert registry.session_key(params, pool={"max_size": 2}) != key
+    ssl["verify"].pop()
+    ssl["ca"] = "/etc/ssl/b.pem"
+    assert registry.session_key(params, pool={"max_size": 2}) != key

@@ -40,10 +40,12 @@ import copy
 import logging
 import os
 import weakref
+from collections.abc import Mapping
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.utils import DEFAULT_DB_ALIAS, DatabaseErrorWrapper
 from django.utils.functional import cached_property
@@ -59,6 +61,21 @@ from connguard.pool import ConnectionPool
 logger = logging.getLogger("connguard.django")
 
 _NEVER = float("inf")
+
+#: Counts Django's ``setting_changed`` signals (``override_settings``, pytest-django's
+#: ``settings`` fixture): a session also depends on settings outside ``DATABASES``
+#: (``USE_TZ``, ``TIME_ZONE``), so any change makes the next connect of every wrapper
+#: choose its pool again (see ``_cg_pool_now``).
+_settings_version = 0
+
+
+def _on_setting_changed(**_: Any) -> None:
+    global _settings_version
+    _settings_version += 1
+
+
+setting_changed.connect(_on_setting_changed, weak=False, dispatch_uid="connguard.mixin")
+
 # Django's own, as imported (before any test patches it): see ensure_connection()
 _django_ensure_connection = BaseDatabaseWrapper.ensure_connection
 
@@ -92,9 +109,10 @@ class PooledDatabaseWrapperMixin(_Base):
         self._cg_poller: Any = ALWAYS_READABLE
         self._cg_last_used = 0.0
         self._cg_connecting = False
-        # (fork generation, session key, pool) of the last checkout: the next one with the
-        # same key takes that pool without asking the registry
-        self._cg_pool_cache: tuple[int, tuple[Any, ...], ConnectionPool] | None = None
+        # the pool of the last checkout and what it was chosen from: the next checkout whose
+        # settings and parameters are the same takes it without building the session key
+        # again nor asking the registry (_cg_pool_now)
+        self._cg_pool_cache: _PoolChoice | None = None
 
     # -- what differs per database (overridden by the thin backends) -----------------------
 
@@ -156,18 +174,19 @@ class PooledDatabaseWrapperMixin(_Base):
         """The pool the next connection of this wrapper comes from (made if new), with the
         parts of psycopg_pool's API that code uses (``get_stats()``, ``check()``,
         ``close()``, ``resize()``, ``wait()``...); None when ``OPTIONS["pool"]`` is False."""
-        config = self.connguard_config
-        if config is None:
-            return None
-        return self._cg_pool_for(self.get_connection_params(), config)
+        return self._cg_pool_now(self.get_connection_params())
 
     def close_pool(self) -> None:
         """Close this alias's pools (Django calls it when TIME_ZONE changes, e.g. in tests)."""
         registry.close_pools(alias=self.alias)
 
+    #: whether Django's get_connection_params() would pass OPTIONS["pool"] on to connect()
+    #: (or refuse it): Django's PostgreSQL backend takes it out itself on 5.1+ with psycopg 3
+    _cg_hide_pool = True
+
     def get_connection_params(self) -> dict[str, Any]:
         options = self.settings_dict["OPTIONS"]
-        if "pool" not in options:
+        if not self._cg_hide_pool or "pool" not in options:
             return super().get_connection_params()
         saved = self.settings_dict
         self.settings_dict = {
@@ -187,7 +206,7 @@ class PooledDatabaseWrapperMixin(_Base):
         """A driver error was raised on this alias: let the pool judge it (a failover?)."""
         pool = self.connguard_pool
         if pool is None and self._cg_pool_cache is not None:
-            pool = self._cg_pool_cache[2]  # the connection is gone already
+            pool = self._cg_pool_cache.pool  # the connection is gone already
         if pool is not None and isinstance(exc, self.Database.Error):  # type: ignore[attr-defined]
             try:
                 pool.report_error(exc)
@@ -199,12 +218,11 @@ class PooledDatabaseWrapperMixin(_Base):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # Everything that can be wrong with the settings is found before a checkout, so a
         # configuration error never leaks a connection nor reads as "database down".
-        config = self.connguard_config
-        if config is None:
+        pool = self._cg_pool_now(conn_params)
+        if pool is None:
             conn = super().get_new_connection(conn_params)
             self._cg_track(conn, None)
             return conn
-        pool = self._cg_pool_for(conn_params, config)
         conn = pool.getconn()
         try:
             self._cg_track(conn, pool)
@@ -227,10 +245,47 @@ class PooledDatabaseWrapperMixin(_Base):
                 f"lives is {registry.option_path(self.alias, 'max_lifetime')}."
             )
 
+    def _cg_pool_now(self, conn_params: dict[str, Any]) -> ConnectionPool | None:
+        """The pool for the settings as they are now (made if new), None when not pooled.
+
+        The settings are read at every connect (a rotated PASSWORD, a changed OPTIONS take
+        effect without a restart), but the pool is only chosen again when something it was
+        chosen from may have changed since the last checkout: the connection parameters
+        Django just built (nested dicts and lists by value), ``settings_dict``, its
+        ``OPTIONS`` and ``OPTIONS["pool"]`` (each compared with a copy taken then, so a value
+        changed in place counts), Django's ``setting_changed`` count (``USE_TZ``,
+        ``TIME_ZONE``), the fork generation, the pool still open. All the same: the last
+        checkout's pool, for a few dict comparisons instead of parsing, validating and
+        building the session key again."""
+        cached = self._cg_pool_cache
+        settings_dict = self.settings_dict
+        options = settings_dict["OPTIONS"]
+        if (
+            cached is not None
+            and cached.params == conn_params
+            and cached.settings == settings_dict
+            and cached.options == options
+            and cached.pool_options == options.get("pool", True)
+            and cached.version == _settings_version
+            and cached.generation == forking.generation
+            and not cached.pool.closed
+        ):
+            return cached.pool
+        config = self.connguard_config
+        if config is None:
+            self._cg_pool_cache = None
+            return None
+        return self._cg_pool_for(conn_params, config)
+
     def _cg_pool_for(self, conn_params: dict[str, Any], config: PoolConfig) -> ConnectionPool:
         """The pool for the settings as they are now: a connection is only ever lent to a
         wrapper whose settings would have configured its session the same way."""
-        options = self.settings_dict["OPTIONS"]
+        # what the choice is made from, copied before it is read (a change meanwhile is seen
+        # at the next connect)
+        version, settings_dict = _settings_version, dict(self.settings_dict)
+        options = dict(settings_dict["OPTIONS"])
+        raw = options.get("pool", True)
+        pool_options = registry.snapshot(dict(raw) if isinstance(raw, Mapping) else raw)
         key = registry.session_key(
             conn_params,
             **self._cg_session_settings(),
@@ -238,21 +293,25 @@ class PooledDatabaseWrapperMixin(_Base):
             CONN_HEALTH_CHECKS=self.settings_dict.get("CONN_HEALTH_CHECKS"),
             pool=options.get("pool"),
         )
+        params = registry.snapshot(conn_params)
         cached = self._cg_pool_cache
         if (
             cached is not None
-            and cached[0] == forking.generation
-            and cached[1] == key
-            and not cached[2].closed
+            and cached.generation == forking.generation
+            and cached.key == key
+            and not cached.pool.closed
         ):
-            return cached[2]
-        pool = registry.get_pool(
-            self.alias,
-            key,
-            lambda: self._make_pool(config, conn_params),
-            conn_params.get(self.dbname_param),
+            pool = cached.pool
+        else:
+            pool = registry.get_pool(
+                self.alias,
+                key,
+                lambda: self._make_pool(config, conn_params),
+                conn_params.get(self.dbname_param),
+            )
+        self._cg_pool_cache = _PoolChoice(
+            forking.generation, key, pool, params, settings_dict, options, pool_options, version
         )
-        self._cg_pool_cache = (forking.generation, key, pool)
         return pool
 
     def _make_pool(self, config: PoolConfig, conn_params: dict[str, Any]) -> ConnectionPool:
@@ -350,7 +409,7 @@ class PooledDatabaseWrapperMixin(_Base):
         super().close_if_unusable_or_obsolete()
 
     def close_if_health_check_failed(self) -> None:
-        if self.connguard_config is not None:
+        if self.connguard_pool is not None:
             return  # checked at checkout, and before each statement by ensure_connection()
         super().close_if_health_check_failed()
 
@@ -386,22 +445,20 @@ class PooledDatabaseWrapperMixin(_Base):
             return
         self._cg_ensuring = True
         try:
-            self._cg_ensure_connection()
+            if self.connection is not None and not self._cg_connecting:
+                if self._cg_forks != forking.generation:
+                    self._cg_drop_inherited()
+                else:
+                    now = monotonic()
+                    if (
+                        now - self._cg_last_used >= self._cg_ping_interval
+                        or self._cg_poller.poll(0)
+                    ) and self._cg_replaceable():
+                        self._cg_revalidate()
+                    self._cg_last_used = now
+            super().ensure_connection()
         finally:
             self._cg_ensuring = False
-
-    def _cg_ensure_connection(self) -> None:
-        if self.connection is not None and not self._cg_connecting:
-            if self._cg_forks != forking.generation:
-                self._cg_drop_inherited()
-            else:
-                now = monotonic()
-                if (
-                    now - self._cg_last_used >= self._cg_ping_interval or self._cg_poller.poll(0)
-                ) and self._cg_replaceable():
-                    self._cg_revalidate()
-                self._cg_last_used = now
-        super().ensure_connection()
 
     def _cg_replaceable(self) -> bool:
         """Only where replacing the connection cannot lose anything."""
@@ -453,6 +510,20 @@ class PooledDatabaseWrapperMixin(_Base):
         self.atomic_blocks = []
         self.needs_rollback = False
         self._cg_forks = forking.generation
+
+
+class _PoolChoice(NamedTuple):
+    """The pool of a wrapper's last checkout, and what it was chosen from."""
+
+    generation: int  # forking.generation then
+    key: tuple[Any, ...]  # registry.session_key()
+    pool: ConnectionPool
+    # copies of what the pool was chosen from (see _cg_pool_now)
+    params: dict[str, Any]  # the connection parameters (registry.snapshot())
+    settings: dict[str, Any]  # settings_dict (shallow)
+    options: dict[str, Any]  # settings_dict["OPTIONS"] (shallow)
+    pool_options: Any  # OPTIONS["pool"] (registry.snapshot())
+    version: int  # _settings_version
 
 
 class _ReportingErrorWrapper(DatabaseErrorWrapper):

@@ -162,12 +162,25 @@ def session_key(conn_params: Mapping[str, Any], **settings: Any) -> tuple[Any, .
     their keys are equal. Django's adapters ``context`` is new at every connect and follows
     from the time zone settings, so it is left out.
 
-    Compared with ``==`` only (values need not be hashable); built at every checkout, so
-    kept cheap: Django builds the parameters in the same order every time."""
+    Compared with ``==`` only (values need not be hashable). Nested dicts and lists are
+    copied (:func:`snapshot`), so that one changed in place later (``OPTIONS["ssl"]["ca"]``)
+    no longer compares equal. Built only when the settings changed (the wrapper remembers
+    what its last key was built from: ``PooledDatabaseWrapperMixin._cg_pool_now``)."""
     return (
-        *[item for item in conn_params.items() if item[0] != "context"],
-        *[(f"settings.{k}", dict(v) if isinstance(v, dict) else v) for k, v in settings.items()],
+        *[(k, snapshot(v)) for k, v in conn_params.items() if k != "context"],
+        *[(f"settings.{k}", snapshot(v)) for k, v in settings.items()],
     )
+
+
+def snapshot(value: Any) -> Any:
+    """*value* with its dicts and lists copied (at every depth), for a later ``==`` to tell
+    whether it was changed in place; anything else (strings, numbers, classes, callables)
+    as it is."""
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot(v) for v in value]
+    return value
 
 
 def _changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> str:

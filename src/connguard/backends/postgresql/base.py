@@ -39,6 +39,9 @@ def application_name(alias: str) -> str:
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, postgres.DatabaseWrapper):
     creation_class = DatabaseCreation
+    # Django 5.1+ takes OPTIONS["pool"] out of the connection parameters itself (and refuses
+    # a pool dict with psycopg2: then the mixin hides it)
+    _cg_hide_pool = not (_HAS_CONFIGURE and is_psycopg3)
 
     def _cg_driver_name(self) -> str:
         return "psycopg" if is_psycopg3 else "psycopg2"
@@ -52,7 +55,10 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, postgres.DatabaseWrapper):
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # a bad isolation level is found before a checkout (and leaks no connection)
-        level = self._cg_isolation_level()
+        if "isolation_level" in self.settings_dict["OPTIONS"]:
+            level = self._cg_isolation_level()
+        else:
+            level = IsolationLevel.READ_COMMITTED
         conn = super().get_new_connection(conn_params)
         self.isolation_level = level  # as Django's get_new_connection() records it
         return conn
