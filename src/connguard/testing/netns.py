@@ -222,12 +222,17 @@ class Netns(ClosesOnExit):
             f"    tcp sport {server_port} tcp dport {{ {listed} }} drop\n  }}\n"
             "}\n"
         )
-        self.restore()
+        self._delete_rules()
         self.exec(["nft", "-f", "-"], input=rules)
         return ports
 
     def restore(self) -> None:
-        """Take the drop rules away (the dropped connections' packets flow again)."""
+        """Take the drop rules away (the dropped connections' packets flow again; the next
+        :meth:`drop_established` starts afresh)."""
+        self._dropped = []
+        self._delete_rules()
+
+    def _delete_rules(self) -> None:
         with contextlib.suppress(NetnsUnavailable):
             _run(self.wrap(["nft", "delete", "table", "inet", _TABLE]), "restore", check=False)
 
