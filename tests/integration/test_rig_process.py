@@ -16,10 +16,13 @@ from connguard.testing.server import PostgresServer
 
 def test_every_server_is_a_rig_process(pg_bin: Path, pgbouncer_bin: str) -> None:
     from connguard.testing.mariadb import MariaDBServer
-    from connguard.testing.netns import NetnsPostgresServer
+    from connguard.testing.netns import NetnsMariaDBServer, NetnsPostgresServer
     from connguard.testing.replication import StandbyServer
 
-    for cls in (PostgresServer, StandbyServer, NetnsPostgresServer, MariaDBServer, PgBouncer):
+    for cls in (
+        PostgresServer, StandbyServer, NetnsPostgresServer, MariaDBServer, NetnsMariaDBServer,
+        PgBouncer,
+    ):  # fmt: skip
         assert issubclass(cls, RigProcess), cls
 
 
