@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connguard import ConnectionPool
+from connguard.drivers import get_driver
 from connguard.testing.netns import (
     Netns,
     NetnsMariaDBServer,
@@ -123,8 +124,10 @@ def _blackhole_django(database: str) -> dict[str, Any]:
     return {"case": "Django backend (default driver)", "seconds": took, "outcome": outcome}
 
 
-def _fd(conn: Any) -> int:
-    return int(conn.pgconn.socket) if hasattr(conn, "pgconn") else int(conn.fileno())
+def _fd(driver: str, conn: Any) -> int:
+    if hasattr(conn, "pgconn"):  # psycopg 3
+        return int(conn.pgconn.socket)
+    return get_driver(driver).fileno(conn)  # psycopg2, mysqlclient, PyMySQL
 
 
 def _autocommit(conn: Any) -> None:
@@ -161,7 +164,7 @@ def dropped(database: str, ns: Netns, server: Any) -> list[dict[str, Any]]:
             conn = pool.getconn()
             ns.drop_established(server.port)
             poller = select.poll()
-            poller.register(_fd(conn), select.POLLERR | select.POLLHUP)
+            poller.register(_fd(driver, conn), select.POLLERR | select.POLLHUP)
             started = time.monotonic()
             seen = poller.poll(120_000)
             rows.append({"case": f"{driver}: kernel reports an idle dropped socket dead",
