@@ -76,6 +76,23 @@ def test_started_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
         pass
 
 
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_netns_for_skips_or_fails_without_namespaces(
+    monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    from connguard.testing import pytest_plugin
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(pytest_plugin, "unavailable_reason", lambda: "network namespaces need root")
+    expected = (
+        (pytest.fail.Exception, "CI=true and the X server in a network namespace is unavailable")
+        if ci
+        else (pytest.skip.Exception, "the X server in a network namespace unavailable: .*root")
+    )
+    with pytest.raises(expected[0], match=expected[1]), pytest_plugin.netns_for("the X server"):
+        pass
+
+
 def test_started_cleans_up_a_server_that_fails_to_start(
     pg_server: PostgresServer, pgbouncer_bin: str
 ) -> None:
