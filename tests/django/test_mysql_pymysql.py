@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 MODULES = ["test_mysql_backend.py", "test_mysql_backend_keepalive.py"]
 # the silent-drop tests need network namespaces; where there are none this run skips them
 # already (failing under CI=true), and the PyMySQL run, which must not skip, leaves them out
-NETNS_MODULES = ["test_mysql_network_drop.py"]
+NETNS_MODULES = ["test_mysql_backend_network_drop.py"]
 
 
 def modules() -> list[str]:
