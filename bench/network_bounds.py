@@ -5,19 +5,23 @@
     driver's connect and through a ``connect=`` callable (the Django backend's path), and
     through the Django backend itself (``OPTIONS["pool"] = {"timeout": 2}``): seconds until
     ``PoolUnavailable``.
-(b) a silently dropped path (PostgreSQL in a network namespace, the established flows
-    dropped by nftables; needs root, ip and nft), each driver:
+(b) a silently dropped path (the server in a network namespace, the established flows
+    dropped by nftables; needs root, ip, nft and setpriv), each driver:
     - idle: 3 idle connections, the drop, then one checkout past ``ping_interval``: its
       latency (one ``ping_timeout``; the other dead ones are retired with it) and whether
       it succeeded; then how long until the kernel itself reports a dropped idle socket
       dead (keepalive: ``keepalives_idle + keepalives_interval``);
-    - in flight, acknowledged: ``SELECT pg_sleep(120)`` sent, then the drop: seconds until
-      the statement fails (the keepalive bound);
+    - in flight, acknowledged: ``SELECT pg_sleep(120)`` (``SELECT SLEEP(120)``) sent, then
+      the drop: seconds until the statement fails (the keepalive bound);
     - in flight, unacknowledged: the drop, then a statement on a connection lent without a
       ping (used moments ago): seconds until it fails (``tcp_user_timeout``).
 
     python bench/network_bounds.py            # about 4 minutes (the TCP bounds are 30-40 s)
     python bench/network_bounds.py --json out.json
+    python bench/network_bounds.py --database mariadb   # mysqlclient and PyMySQL, MariaDB
+
+``--database`` picks the engine (``postgresql``, the default: psycopg and psycopg2;
+``mariadb``: mysqlclient and PyMySQL, the Django row on ``connguard.backends.mysql``).
 
 A benchmark, not a test: it prints what it measured and exits 0.
 """
@@ -34,9 +38,23 @@ from collections.abc import Callable
 from typing import Any
 
 from connguard import ConnectionPool
-from connguard.testing.netns import Netns, NetnsPostgresServer, SilentListener, unavailable_reason
+from connguard.drivers import get_driver
+from connguard.testing.netns import (
+    Netns,
+    NetnsMariaDBServer,
+    NetnsPostgresServer,
+    NetnsServer,
+    SilentListener,
+    unavailable_reason,
+)
 
-DRIVERS = ("psycopg", "psycopg2")
+DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mariadb": ("mysqlclient", "pymysql")}
+ENGINES = {"postgresql": "connguard.backends.postgresql", "mariadb": "connguard.backends.mysql"}
+SLEEP = {"postgresql": "SELECT pg_sleep(120)", "mariadb": "SELECT SLEEP(120)"}
+SERVERS: dict[str, Callable[[Netns], NetnsServer]] = {
+    "postgresql": NetnsPostgresServer,
+    "mariadb": NetnsMariaDBServer,
+}
 
 
 def _connect_fn(driver: str) -> Callable[..., Any]:
@@ -59,10 +77,11 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, str]:
     return time.monotonic() - started, outcome
 
 
-def blackhole() -> list[dict[str, Any]]:
+def blackhole(database: str) -> list[dict[str, Any]]:
     rows = []
-    for driver in DRIVERS:
-        for path in ("driver", "connect="):
+    for driver in DRIVERS[database]:
+        # a connect= callable: PostgreSQL's (the MySQL Django backend uses the driver's path)
+        for path in ("driver", "connect=") if database == "postgresql" else ("driver",):
             with SilentListener() as listener:
                 options: dict[str, Any] = {"driver": driver, "timeout": 2.0}
                 if path == "connect=":
@@ -73,11 +92,11 @@ def blackhole() -> list[dict[str, Any]]:
                 took, outcome = _timed(lambda p=pool: p.putconn(p.getconn()))
                 pool.close()
             rows.append({"case": f"pool, {driver}, {path}", "seconds": took, "outcome": outcome})
-    rows.append(_blackhole_django())
+    rows.append(_blackhole_django(database))
     return rows
 
 
-def _blackhole_django() -> dict[str, Any]:
+def _blackhole_django(database: str) -> dict[str, Any]:
     from django.conf import settings
 
     if not settings.configured:
@@ -91,7 +110,7 @@ def _blackhole_django() -> dict[str, Any]:
         handler = ConnectionHandler(
             {
                 "default": {
-                    "ENGINE": "connguard.backends.postgresql",
+                    "ENGINE": ENGINES[database],
                     "NAME": "x",
                     "USER": "x",
                     "HOST": listener.host,
@@ -105,8 +124,17 @@ def _blackhole_django() -> dict[str, Any]:
     return {"case": "Django backend (default driver)", "seconds": took, "outcome": outcome}
 
 
-def _fd(conn: Any) -> int:
-    return int(conn.pgconn.socket) if hasattr(conn, "pgconn") else int(conn.fileno())
+def _fd(driver: str, conn: Any) -> int:
+    if hasattr(conn, "pgconn"):  # psycopg 3
+        return int(conn.pgconn.socket)
+    return get_driver(driver).fileno(conn)  # psycopg2, mysqlclient, PyMySQL
+
+
+def _autocommit(conn: Any) -> None:
+    if callable(getattr(conn, "autocommit", None)):  # mysqlclient, PyMySQL
+        conn.autocommit(True)
+    else:
+        conn.autocommit = True
 
 
 def _sql(conn: Any, sql: str) -> None:
@@ -117,14 +145,14 @@ def _sql(conn: Any, sql: str) -> None:
         cur.close()
 
 
-def dropped(ns: Netns, server: NetnsPostgresServer) -> list[dict[str, Any]]:
+def dropped(database: str, ns: Netns, server: Any) -> list[dict[str, Any]]:
     rows = []
-    for driver in DRIVERS:
+    for driver in DRIVERS[database]:
         pool = ConnectionPool(server.conninfo(), driver=driver, name=f"bench-{driver}")
         try:
             conns = [pool.getconn() for _ in range(3)]
             for conn in conns:
-                conn.autocommit = True
+                _autocommit(conn)
                 pool.putconn(conn)
             ns.drop_established(server.port)
             time.sleep(2.2)  # past ping_interval (2 s)
@@ -136,7 +164,7 @@ def dropped(ns: Netns, server: NetnsPostgresServer) -> list[dict[str, Any]]:
             conn = pool.getconn()
             ns.drop_established(server.port)
             poller = select.poll()
-            poller.register(_fd(conn), select.POLLERR | select.POLLHUP)
+            poller.register(_fd(driver, conn), select.POLLERR | select.POLLHUP)
             started = time.monotonic()
             seen = poller.poll(120_000)
             rows.append({"case": f"{driver}: kernel reports an idle dropped socket dead",
@@ -145,8 +173,10 @@ def dropped(ns: Netns, server: NetnsPostgresServer) -> list[dict[str, Any]]:
             pool.putconn(conn)
             # in flight, acknowledged: waiting for the result when the path dies
             conn = pool.getconn()
-            conn.autocommit = True
-            thread = threading.Thread(target=lambda c=conn, d=driver: rows.append(_in_flight(d, c)))
+            _autocommit(conn)
+            thread = threading.Thread(
+                target=lambda c=conn, d=driver: rows.append(_in_flight(d, c, SLEEP[database]))
+            )
             thread.start()
             time.sleep(1.0)
             ns.drop_established(server.port)
@@ -154,7 +184,7 @@ def dropped(ns: Netns, server: NetnsPostgresServer) -> list[dict[str, Any]]:
             pool.putconn(conn)
             # in flight, unacknowledged: a connection lent without a ping (used just now)
             conn = pool.getconn()
-            conn.autocommit = True
+            _autocommit(conn)
             pool.putconn(conn)
             conn = pool.getconn()
             ns.drop_established(server.port)
@@ -168,9 +198,9 @@ def dropped(ns: Netns, server: NetnsPostgresServer) -> list[dict[str, Any]]:
     return rows
 
 
-def _in_flight(driver: str, conn: Any) -> dict[str, Any]:
+def _in_flight(driver: str, conn: Any, sleep: str) -> dict[str, Any]:
     started = time.monotonic()
-    took, outcome = _timed(lambda: _sql(conn, "SELECT pg_sleep(120)"))
+    took, outcome = _timed(lambda: _sql(conn, sleep))
     # minus the 1 s before the drop
     return {"case": f"{driver}: statement in flight when the path dies (acked)",
             "seconds": took - 1.0, "outcome": outcome,
@@ -180,15 +210,16 @@ def _in_flight(driver: str, conn: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--database", choices=sorted(DRIVERS), default="postgresql")
     args = parser.parse_args(argv)
-    rows = blackhole()
+    rows = blackhole(args.database)
     reason = unavailable_reason()
     if reason is None:
         with Netns() as ns:
-            server = NetnsPostgresServer(ns)
+            server = SERVERS[args.database](ns)
             try:
                 server.start()
-                rows += dropped(ns, server)
+                rows += dropped(args.database, ns, server)
             finally:
                 server.cleanup()
     else:

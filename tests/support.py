@@ -137,30 +137,10 @@ def socket_options(fd: int) -> dict[str, int]:
 def netns_postgres() -> Iterator[Any]:
     """A PostgreSQL server in a network namespace of its own, with a table ``cg_net``; skips
     (fails under ``CI=true``) where namespaces or the server are unavailable."""
-    from connguard.testing import netns as rig
-    from connguard.testing.pytest_plugin import in_ci
-    from connguard.testing.server import ServerUnavailable
+    from connguard.testing.netns import NetnsPostgresServer
+    from connguard.testing.pytest_plugin import netns_for, started
 
-    def unavailable(what: str, reason: object) -> None:
-        if in_ci():
-            pytest.fail(f"CI=true and {what}: {reason}")
-        pytest.skip(f"{what}: {reason}")
-
-    reason = rig.unavailable_reason()
-    if reason is not None:
-        unavailable("network namespaces are unavailable", reason)
-    try:
-        ns = rig.Netns()
-    except rig.NetnsUnavailable as exc:
-        unavailable("the namespace could not be made", exc)
-    with ns:
-        try:
-            server = rig.NetnsPostgresServer(ns)
-        except ServerUnavailable as exc:
-            unavailable("the PostgreSQL test server is unavailable", exc)
-        try:
-            server.start()
-            server.execute("CREATE TABLE IF NOT EXISTS cg_net (token text)")
-            yield server
-        finally:
-            server.cleanup()
+    what = "the PostgreSQL test server"
+    with netns_for(what) as ns, started(lambda: NetnsPostgresServer(ns), what) as server:
+        server.execute("CREATE TABLE IF NOT EXISTS cg_net (token text)")
+        yield server

@@ -1,5 +1,6 @@
 """The network-namespace rig itself (connguard.testing.netns): what it creates, the drop and
-the restore, and that nothing is left behind — also when the test process is killed.
+the restore, PostgreSQL and MariaDB inside, and that nothing is left behind — also when the
+test process is killed.
 
 Needs root, ip and nft: skipped with the reason otherwise, failed under CI=true.
 """
@@ -21,7 +22,9 @@ import pytest
 
 from connguard.testing import _teardown
 from connguard.testing import netns as rig
-from connguard.testing.pytest_plugin import in_ci
+from connguard.testing._process import ServerUnavailable
+from connguard.testing.mariadb import find_mariadb_bin
+from connguard.testing.pytest_plugin import in_ci, skip_or_fail
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -95,13 +98,55 @@ def rig_poll_readable(fd: int, timeout: float) -> bool:
     return bool(poller.poll(timeout * 1000))
 
 
-def test_killed_test_process_leaves_no_namespace_and_no_postgres() -> None:
+def test_mariadb_in_the_namespace_listens_there_unprivileged_and_is_torn_down() -> None:
+    mysqldb = pytest.importorskip("MySQLdb")
+    with rig.Netns() as ns:
+        try:
+            server = rig.NetnsMariaDBServer(ns)
+        except ServerUnavailable as exc:
+            skip_or_fail("the MariaDB test server", exc)
+        try:
+            server.start()
+            assert server.host == ns.ns_addr
+            conn = mysqldb.connect(**server.kwargs(connect_timeout=3))
+            cur = conn.cursor()
+            cur.execute("SELECT @@bind_address, USER()")
+            assert cur.fetchone() == (ns.ns_addr, f"connguard@{ns.host_addr}")
+            cur.execute("SELECT SUBSTRING_INDEX(HOST, ':', -1) FROM information_schema.PROCESSLIST"
+                        " WHERE ID = CONNECTION_ID()")  # fmt: skip
+            port = int(cur.fetchone()[0])
+            assert ns.established_ports(server.port) == [port]
+            assert ns.drop_established(server.port) == [port]
+            fresh = mysqldb.connect(**server.kwargs(connect_timeout=3))  # new flows work
+            fresh.close()
+            ns.restore()
+            cur.execute("SELECT 1")  # the dropped flow's retransmissions get through
+            conn.close()
+            pid = server.pid
+            assert pid is not None
+            owner = Path(f"/proc/{pid}").stat().st_uid
+            assert owner != 0 and owner == server._run_as.uid  # type: ignore[union-attr]
+        finally:
+            server.cleanup()
+        assert not _teardown.pid_alive(pid)
+        assert not server.base_dir.exists()
+    assert ns.name not in namespaces()
+
+
+@pytest.mark.parametrize("server", ["NetnsPostgresServer", "NetnsMariaDBServer"])
+def test_killed_test_process_leaves_no_namespace_and_no_server(server: str) -> None:
+    if server == "NetnsMariaDBServer":
+        pytest.importorskip("MySQLdb")
+        try:
+            find_mariadb_bin()
+        except ServerUnavailable as exc:
+            skip_or_fail("the MariaDB test server", exc)
     script = textwrap.dedent(
-        """
+        f"""
         import time
-        from connguard.testing.netns import Netns, NetnsPostgresServer
+        from connguard.testing.netns import Netns, {server}
         ns = Netns()
-        server = NetnsPostgresServer(ns).start()
+        server = {server}(ns).start()
         print(ns.name, ns.host_if, server.pid, server.base_dir, flush=True)
         time.sleep(60)
         """

@@ -16,10 +16,13 @@ from connguard.testing.server import PostgresServer
 
 def test_every_server_is_a_rig_process(pg_bin: Path, pgbouncer_bin: str) -> None:
     from connguard.testing.mariadb import MariaDBServer
-    from connguard.testing.netns import NetnsPostgresServer
+    from connguard.testing.netns import NetnsMariaDBServer, NetnsPostgresServer
     from connguard.testing.replication import StandbyServer
 
-    for cls in (PostgresServer, StandbyServer, NetnsPostgresServer, MariaDBServer, PgBouncer):
+    for cls in (
+        PostgresServer, StandbyServer, NetnsPostgresServer, MariaDBServer, NetnsMariaDBServer,
+        PgBouncer,
+    ):  # fmt: skip
         assert issubclass(cls, RigProcess), cls
 
 
@@ -70,6 +73,23 @@ def test_started_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.raises(pytest.fail.Exception, match="CI=true and the X server is unavailable"),
         started(_unavailable, "the X server"),
     ):
+        pass
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_netns_for_skips_or_fails_without_namespaces(
+    monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    from connguard.testing import pytest_plugin
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(pytest_plugin, "unavailable_reason", lambda: "network namespaces need root")
+    expected = (
+        (pytest.fail.Exception, "CI=true and the X server in a network namespace is unavailable")
+        if ci
+        else (pytest.skip.Exception, "the X server in a network namespace unavailable: .*root")
+    )
+    with pytest.raises(expected[0], match=expected[1]), pytest_plugin.netns_for("the X server"):
         pass
 
 

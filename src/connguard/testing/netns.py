@@ -11,7 +11,10 @@ packets vanish, as behind a NAT gateway that forgot them — while new connectio
 :class:`NetnsPostgresServer` is the rig's :class:`~connguard.testing.server.PostgresServer`
 with its postmaster started inside the namespace (``ip netns exec``, then ``setpriv`` to the
 unprivileged user PostgreSQL runs as), listening only on the namespace address; clients stay
-on the host side.
+on the host side. :class:`NetnsMariaDBServer` is the rig's
+:class:`~connguard.testing.mariadb.MariaDBServer` run the same way (``bind-address`` the
+namespace address). What the two share is :class:`NetnsServer`, mixed in before the server
+class.
 
 Requires root, ``ip`` (iproute2), ``nft`` (nftables) and ``setpriv``: :func:`unavailable_reason`
 says what is missing. Everything is torn down after: the server by its own finalizer and
@@ -37,16 +40,26 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from connguard.testing import _netns_teardown
-from connguard.testing._process import ClosesOnExit, ProcessState, finalize, start_watchdog
+from connguard.testing import _netns_teardown, _process
+from connguard.testing._process import (
+    ClosesOnExit,
+    ProcessState,
+    RigProcess,
+    finalize,
+    start_watchdog,
+)
+from connguard.testing.mariadb import MariaDBServer
 from connguard.testing.server import PostgresServer
 
 __all__ = [
     "Netns",
+    "NetnsMariaDBServer",
     "NetnsPostgresServer",
+    "NetnsServer",
     "NetnsUnavailable",
     "SilentListener",
     "unavailable_reason",
@@ -209,12 +222,17 @@ class Netns(ClosesOnExit):
             f"    tcp sport {server_port} tcp dport {{ {listed} }} drop\n  }}\n"
             "}\n"
         )
-        self.restore()
+        self._delete_rules()
         self.exec(["nft", "-f", "-"], input=rules)
         return ports
 
     def restore(self) -> None:
-        """Take the drop rules away (the dropped connections' packets flow again)."""
+        """Take the drop rules away (the dropped connections' packets flow again; the next
+        :meth:`drop_established` starts afresh)."""
+        self._dropped = []
+        self._delete_rules()
+
+    def _delete_rules(self) -> None:
         with contextlib.suppress(NetnsUnavailable):
             _run(self.wrap(["nft", "delete", "table", "inet", _TABLE]), "restore", check=False)
 
@@ -226,30 +244,30 @@ class Netns(ClosesOnExit):
         return f"<Netns {self.name} {self.host_addr} <-> {self.ns_addr}>"
 
 
-class NetnsPostgresServer(PostgresServer):
-    """The rig's throwaway PostgreSQL, run inside *netns* and listening on its address only.
+class NetnsServer(RigProcess):
+    """Mixed in before a rig server class (``class X(NetnsServer, PostgresServer)``): the
+    server runs inside a :class:`Netns` and listens on its address only.
 
-    The postmaster is started as ``ip netns exec NS setpriv --reuid ... postgres -D ...``: a
-    one-line wrapper script in place of ``postgres``, which :class:`PostgresServer` starts as
-    root (the wrapper drops to the unprivileged user itself, after entering the namespace);
-    every exec keeps the pid, so the rig's pid checks, signals and teardown work unchanged.
+    The rig starts its server with :meth:`RigProcess._spawn`; here that goes through a one-line
+    wrapper script in place of the server binary, ``ip netns exec NS setpriv --reuid ...
+    BINARY "$@"``, spawned as root (the wrapper drops to the unprivileged user itself, after
+    entering the namespace). Every exec keeps the pid, so the rig's pid checks, signals,
+    finalizer and watchdog work unchanged. Setup tools (``initdb``, ``mariadb-install-db``)
+    still run on the host side as the unprivileged user: they listen nowhere.
     """
 
-    def __init__(
-        self,
-        netns: Netns,
-        base_dir: str | os.PathLike[str] | None = None,
-        settings: Mapping[str, object] | None = None,
-    ) -> None:
-        self.host = netns.ns_addr
-        self.netns = netns
-        # the namespace is empty: any port is free there (and none of the host's is touched)
-        port = random.Random().randrange(20000, 60000)
-        super().__init__(base_dir, port, {**(settings or {}), "listen_addresses": netns.ns_addr})
-        self._wrapper_dir = self.base_dir / "netns-bin"
+    netns: Netns
 
-    def _write_wrapper(self) -> None:
-        real = self.bin_dir / "postgres"
+    def _join(self, netns: Netns) -> int:
+        """Before the server's own ``__init__``: its host is the namespace's address; returns
+        its port (the namespace is empty: any port is free there, none of the host's is
+        touched)."""
+        self.netns = netns
+        self.host = netns.ns_addr
+        return random.Random().randrange(20000, 60000)
+
+    def _wrapper(self, real: Path) -> Path:
+        """The script that runs *real* inside the namespace as the unprivileged user."""
         run_as = self._run_as
         drop = (
             ["setpriv", f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups"]
@@ -257,10 +275,46 @@ class NetnsPostgresServer(PostgresServer):
             else []
         )
         argv = " ".join(_sh_quote(a) for a in [*self.netns.wrap(drop), str(real)])
-        self._wrapper_dir.mkdir(exist_ok=True)
-        path = self._wrapper_dir / "postgres"
+        folder = self.base_dir / "netns-bin"
+        folder.mkdir(exist_ok=True)
+        path = folder / real.name
         path.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
         path.chmod(stat.S_IRWXU)
+        return path
+
+    def _spawn(
+        self,
+        argv: list[str],
+        *,
+        output: Path,
+        cwd: Path,
+        ready: Callable[[subprocess.Popen[bytes]], bool],
+        timeout: float = _process.TIMEOUT,
+        poll: float = 0.01,
+    ) -> None:
+        wrapped = [str(self._wrapper(Path(argv[0]))), *argv[1:]]
+        run_as, self._run_as = self._run_as, None  # root runs the wrapper; it drops privileges
+        try:
+            super()._spawn(wrapped, output=output, cwd=cwd, ready=ready, timeout=timeout, poll=poll)
+        finally:
+            self._run_as = run_as
+
+    def _port_taken(self) -> bool:
+        return False
+
+
+class NetnsPostgresServer(NetnsServer, PostgresServer):
+    """The rig's throwaway PostgreSQL, run inside *netns* and listening on its address only
+    (``listen_addresses``; ``pg_hba.conf`` trusts the host end of the veth pair)."""
+
+    def __init__(
+        self,
+        netns: Netns,
+        base_dir: str | os.PathLike[str] | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        port = self._join(netns)
+        super().__init__(base_dir, port, {**(settings or {}), "listen_addresses": netns.ns_addr})
 
     def _initdb(self) -> None:
         super()._initdb()
@@ -273,17 +327,21 @@ class NetnsPostgresServer(PostgresServer):
                 f"host replication all {self.netns.host_addr}/32 trust\n"
             )
 
-    def _spawn_postmaster(self) -> None:
-        self._write_wrapper()
-        run_as, bin_dir = self._run_as, self.bin_dir
-        self._run_as, self.bin_dir = None, self._wrapper_dir  # the wrapper drops privileges
-        try:
-            super()._spawn_postmaster()
-        finally:
-            self._run_as, self.bin_dir = run_as, bin_dir
 
-    def _port_taken(self) -> bool:
-        return False
+class NetnsMariaDBServer(NetnsServer, MariaDBServer):
+    """The rig's throwaway MariaDB, ``mariadbd`` run inside *netns* with ``bind-address`` its
+    address; the rig's own SQL (as ``root``) still goes through the private unix socket, and
+    the application account (``connguard``, from any host) connects over TCP from the host
+    side."""
+
+    def __init__(
+        self,
+        netns: Netns,
+        base_dir: str | os.PathLike[str] | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        port = self._join(netns)
+        super().__init__(base_dir, port, {**(settings or {}), "bind-address": netns.ns_addr})
 
 
 def _sh_quote(text: str) -> str:

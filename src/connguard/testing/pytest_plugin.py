@@ -35,6 +35,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from connguard.testing._process import RigProcess
+from connguard.testing.netns import Netns, NetnsUnavailable, unavailable_reason
 from connguard.testing.pgbouncer import PgBouncer, PgBouncerUnavailable, find_pgbouncer
 from connguard.testing.proxy import FaultProxy
 from connguard.testing.replication import StandbyServer
@@ -42,6 +43,7 @@ from connguard.testing.server import PostgresServer, ServerUnavailable, find_pg_
 
 __all__ = [
     "fault_proxy",
+    "netns_for",
     "pg",
     "pg_bin",
     "pg_dsn",
@@ -89,6 +91,22 @@ def started(make: Callable[[], R], what: str, hint: str = "") -> Iterator[R]:
         yield server.start()
     finally:
         server.cleanup()
+
+
+@contextlib.contextmanager
+def netns_for(what: str) -> Iterator[Netns]:
+    """For a fixture, ``with netns_for("the X test server") as ns``: a
+    :class:`~connguard.testing.netns.Netns`, closed after — skipped (failed under ``CI=true``)
+    where namespaces cannot be had here (not root, no ``ip``/``nft``/``setpriv``)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        skip_or_fail(f"{what} in a network namespace", reason)
+    try:
+        ns = Netns()
+    except NetnsUnavailable as exc:
+        skip_or_fail(f"{what} in a network namespace", exc)
+    with ns:
+        yield ns
 
 
 @contextlib.contextmanager
