@@ -14,13 +14,22 @@ at a fixed concurrency for a fixed time, for each configuration of ``DATABASES``
     connguard_pgbouncer   connguard through PgBouncer (transaction mode)
     max_age_0_pgbouncer   CONN_MAX_AGE=0 through PgBouncer (transaction mode)
 
+``--database mariadb`` runs the same views on a throwaway MariaDB (connguard.testing.mariadb;
+never a MariaDB service of the machine) with the configurations MySQL has: connguard (ENGINE
+connguard.backends.mysql), max_age_0, max_age_600, max_age_600_hc and dj_db_conn_pool
+(dj_db_conn_pool.backends.mysql); Django has no built-in MySQL pool and PgBouncer is
+PostgreSQL's. Each database has its own targets (:class:`Database`).
+
 Configurations take turns round-robin (A B C ... A B C ...), ``--rounds`` times; each figure
 is the median over rounds, with the min-max spread. Peak server connections are sampled
 from pg_stat_activity (client backends on the benchmark database: PgBouncer's server
-connections included). A sample of responses is checked for the row it asked for.
+connections included), on MariaDB from information_schema.PROCESSLIST (sessions on the
+benchmark database). A sample of responses is checked for the row it asked for.
 
     python bench/django_macro.py                   # ~10 min; starts PostgreSQL and PgBouncer
     python bench/django_macro.py --quick           # ~2 min (83 s on the 2-core VM)
+    python bench/django_macro.py --database mariadb          # ~6 min; starts MariaDB
+    python bench/django_macro.py --database mariadb --quick  # ~1 min
     python bench/django_macro.py --configs connguard,max_age_0 --workers gthread --rounds 1
     python bench/django_macro.py --json out.json --plot docs/img
     python bench/django_macro.py --profile connguard,max_age_600 --rounds 1  # pyinstrument
