@@ -20,7 +20,8 @@ connguard.backends.mysql), max_age_0, max_age_600, max_age_600_hc and dj_db_conn
 (dj_db_conn_pool.backends.mysql); Django has no built-in MySQL pool and PgBouncer is
 PostgreSQL's. Each database has its own targets (:class:`Database`).
 
-Configurations take turns round-robin (A B C ... A B C ...), ``--rounds`` times; each figure
+Configurations take turns round-robin, each round starting one further (A B C, B C A, ...),
+``--rounds`` times (the worker classes alternate likewise); each figure
 is the median over rounds, with the min-max spread. Peak server connections are sampled
 from pg_stat_activity (client backends on the benchmark database: PgBouncer's server
 connections included), on MariaDB from information_schema.PROCESSLIST (sessions on the
@@ -59,7 +60,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent / "src") not in sys.path and (HERE.parent / "src").is_dir():
@@ -81,6 +82,7 @@ from connguard.demo.targets.postgresql import (  # noqa: E402
     parse_conninfo,
 )
 
+T = TypeVar("T")
 PYTHON = sys.executable
 ROWS = 10_000
 WRK_CONNECTIONS = 32  # wrk's concurrency, every run
@@ -796,7 +798,7 @@ def report(
     )
     out(
         f"wrk -t1 -c{WRK_CONNECTIONS}, {plan.duration:g} s per run after {plan.warmup:g} s of "
-        f"warm-up; {plan.rounds} round(s), configurations round-robin; median (min-max)"
+        f"warm-up; {plan.rounds} round(s), configurations round-robin, rotated each round; median (min-max)"
     )
     targets: list[dict[str, Any]] = []
     for w in workers:
@@ -914,6 +916,14 @@ def summarize(cells: dict[tuple[str, str, str], Cell]) -> list[dict[str, Any]]:
         row["cpu_us"] = cell.cpu()
         rows.append(row)
     return rows
+
+
+def rotated(items: list[T], r: int) -> list[T]:
+    """*items* starting at the r-th: round r of the round-robin (A B C, B C A, C A B, ...),
+    so that no configuration always runs first after a change (a fresh worker class, the
+    machine's state after the previous one)."""
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def parse_list(text: str, known: dict[str, Any], what: str) -> list[str]:
@@ -1054,7 +1064,7 @@ def run_cycles(args: argparse.Namespace, plan: Plan) -> int:
             f"round(s), {server.where}"
         )
         for r in range(plan.rounds):
-            for c in configs:
+            for c in rotated(configs, r):
                 with contextlib.ExitStack() as per_config:
                     host, port = server.host, server.port
                     if c.pgbouncer:
@@ -1262,8 +1272,8 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(WRK_SCRIPT)
         try:
             for r in range(plan.rounds):
-                for w in workers:
-                    for c in configs:
+                for w in rotated(workers, r):
+                    for c in rotated(configs, r):
                         t0 = time.monotonic()
                         try:
                             results = run_config(
