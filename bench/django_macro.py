@@ -798,7 +798,8 @@ def report(
     )
     out(
         f"wrk -t1 -c{WRK_CONNECTIONS}, {plan.duration:g} s per run after {plan.warmup:g} s of "
-        f"warm-up; {plan.rounds} round(s), configurations round-robin, rotated each round; median (min-max)"
+        f"warm-up; {plan.rounds} round(s), configurations round-robin, rotated each round; "
+        "median (min-max)"
     )
     targets: list[dict[str, Any]] = []
     for w in workers:
