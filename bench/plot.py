@@ -72,9 +72,11 @@ def plot_macro(data: dict[str, Any], path: Path) -> Path:
             ax.set_title(f"{data['workers'][w]}: view {v}", fontsize=9)
             ax.grid(axis="x", alpha=0.3)
     m = data["machine"]
+    database = data.get("database", "postgresql")
+    label = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}.get(database, database)
     fig.suptitle(
         f"Django under wrk -c{data['wrk_connections']}: {m['cpus']} CPU {m['cpu']}, "
-        f"PostgreSQL {m['postgresql']}, Django {m['django']}, {data['plan']['rounds']} round(s) "
+        f"{label} {m.get(database, '?')}, Django {m['django']}, {data['plan']['rounds']} round(s) "
         f"x {data['plan']['duration']:g} s",
         fontsize=10,
     )
@@ -134,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.macro:
-        print(plot_macro(json.loads(Path(args.macro).read_text()), out / "django_macro.png"))
+        macro = json.loads(Path(args.macro).read_text())
+        database = macro.get("database", "postgresql")
+        name = "django_macro.png" if database == "postgresql" else f"django_macro_{database}.png"
+        print(plot_macro(macro, out / name))
     if args.micro:
         print(plot_micro(json.loads(Path(args.micro).read_text()), out / "pool_micro.png"))
     return 0
