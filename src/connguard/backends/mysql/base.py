@@ -31,7 +31,7 @@ from django.db.backends.mysql import base as mysql
 
 from connguard.backends.mixin import PooledDatabaseWrapperMixin
 from connguard.backends.mysql.creation import DatabaseCreation
-from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
+from connguard.drivers.tcp import TCP_KEYS, apply_tcp, split_tcp, tcp_settings
 
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
@@ -52,13 +52,22 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
             )
         return "mysqlclient"
 
+    def get_connection_params(self) -> dict[str, Any]:
+        # Django's MySQL get_connection_params() copies OPTIONS into the connect() keywords
+        # last, untouched: OPTIONS["pool"] is taken out of its result (at every connect, so
+        # cheaper than hiding it from a copy of settings_dict as the mixin does)
+        params = super(PooledDatabaseWrapperMixin, self).get_connection_params()
+        params.pop("pool", None)
+        return params
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # TCP keepalive: the libpq keys in OPTIONS (keepalives, keepalives_idle, ...), which
         # MySQLdb.connect() would refuse, are set on the socket after connecting; a bad value
-        # is found before a checkout
-        params, given = split_tcp(conn_params)
+        # is found before a checkout (at every connect: looked up key by key, no copies when
+        # there are none)
+        given = {key: conn_params[key] for key in TCP_KEYS if key in conn_params}
         try:
-            settings = tcp_settings(given, defaults=False)
+            settings = tcp_settings(given, defaults=False) if given else {}
         except ValueError as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
         if self.connguard_config is not None:
@@ -66,6 +75,7 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
             # connect keywords, the pool is told them (_cg_pool_kwargs) and its driver sets
             # them on the socket, over connguard's defaults
             return super().get_new_connection(conn_params)
+        params = split_tcp(conn_params)[0] if given else conn_params
         conn = super().get_new_connection(params)  # not pooled: as Django, with your values
         apply_tcp(self._cg_driver.fileno(conn), settings)
         return conn
