@@ -77,6 +77,10 @@ class _ConnectorC:
 
     def __init__(self, enabled: bool = True) -> None:
         self.get_infov: Any = None
+        #: the same function without argtypes, for transaction_status(), which passes it
+        #: ready-made ctypes objects only (a c_void_p, a byref()); the plain ints it gets
+        #: are small enums: no conversion per argument, at every checkin
+        self.get_infov_raw: Any = None
         self.capsule_pointer: Any = None
         if not enabled:
             return
@@ -87,6 +91,9 @@ class _ConnectorC:
             return
         get_infov.restype = ctypes.c_char
         get_infov.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        raw = lib["mariadb_get_infov"]  # a new function object: its own (no) argtypes
+        raw.restype = ctypes.c_char
+        self.get_infov_raw = raw
         capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
         capsule_pointer.restype = ctypes.c_void_p
         capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
@@ -231,8 +238,7 @@ class MysqlclientDriver(MySQLErrors, Driver):
 
     def transaction_status(self, conn: Any) -> int:
         c = self._c
-        get_infov = c.get_infov
-        if get_infov is None:
+        if c.get_infov is None:
             if self.is_closed(conn) or self._unread(conn):
                 return TxStatus.UNKNOWN
             if conn.__dict__.pop(self._ROLLED_BACK, False):
@@ -240,6 +246,7 @@ class MysqlclientDriver(MySQLErrors, Driver):
             return TxStatus.INTRANS
         # libmariadb, at every checkin: the same three questions as is_closed(), _unread()
         # and server_status() ask, with the per-connection ctypes arguments made once
+        get_infov = c.get_infov_raw
         try:
             native = conn.__dict__.get(_STATE)
             if native is None:
