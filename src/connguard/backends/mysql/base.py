@@ -80,6 +80,31 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
         apply_tcp(self._cg_driver.fileno(conn), settings)
         return conn
 
+    def set_autocommit(
+        self, autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
+    ) -> None:
+        # Django's connect() turns autocommit on for each connection it gets: a pooled one
+        # almost always is already (mysqlclient's and PyMySQL's autocommit() would then
+        # send nothing either), so at connect() only the flag is set, without Django's
+        # checks around it (no atomic block: connect() just reset that; the checkout checked
+        # the connection). Anything else, or a status that cannot be read: Django's way.
+        conn = self.connection
+        if (
+            autocommit
+            and self._cg_connecting
+            and conn is not None
+            and self.connguard_pool is not None
+            and not self.run_commit_hooks_on_set_autocommit_on
+        ):
+            try:
+                on = conn.get_autocommit()
+            except Exception:
+                on = False
+            if on is True:
+                self.autocommit = True
+                return
+        super().set_autocommit(autocommit, force_begin_transaction_with_broken_autocommit)
+
     def _cg_pool_kwargs(self, conn_params: dict[str, Any]) -> dict[str, Any] | None:
         """The TCP keys of OPTIONS, and its read_timeout: the pool's driver reads them after
         each connect (PyMySQL's read_timeout is the pool's bound while connecting only)."""
