@@ -64,19 +64,27 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
         # TCP keepalive: the libpq keys in OPTIONS (keepalives, keepalives_idle, ...), which
         # MySQLdb.connect() would refuse, are set on the socket after connecting; a bad value
         # is found before a checkout (at every connect: looked up key by key, no copies when
-        # there are none)
-        given = {key: conn_params[key] for key in TCP_KEYS if key in conn_params}
+        # there are none). The pool's connections: _cg_connect_params() leaves the TCP keys
+        # out of the connect keywords, the pool is told them (_cg_pool_kwargs) and its driver
+        # sets them on the socket, over connguard's defaults; not pooled: see below.
+        for key in TCP_KEYS:
+            if key in conn_params:
+                self._cg_tcp_settings(conn_params)
+                break
+        return super().get_new_connection(conn_params)
+
+    def _cg_tcp_settings(self, conn_params: dict[str, Any]) -> dict[str, int]:
+        """The TCP keys of *conn_params* as numbers (none: ``{}``); a bad one is raised as
+        ``ImproperlyConfigured`` naming the alias, the key, the value and what it takes."""
         try:
-            settings = tcp_settings(given, defaults=False) if given else {}
+            return tcp_settings(split_tcp(conn_params)[1], defaults=False)
         except ValueError as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
-        if self.connguard_config is not None:
-            # the pool's connections: _cg_connect_params() leaves the TCP keys out of the
-            # connect keywords, the pool is told them (_cg_pool_kwargs) and its driver sets
-            # them on the socket, over connguard's defaults
-            return super().get_new_connection(conn_params)
-        params = split_tcp(conn_params)[0] if given else conn_params
-        conn = super().get_new_connection(params)  # not pooled: as Django, with your values
+
+    def _cg_connect_unpooled(self, conn_params: dict[str, Any]) -> Any:
+        # not pooled: as Django, with your TCP values set on the socket
+        settings = self._cg_tcp_settings(conn_params)
+        conn = super()._cg_connect_unpooled(split_tcp(conn_params)[0] if settings else conn_params)
         apply_tcp(self._cg_driver.fileno(conn), settings)
         return conn
 
