@@ -505,6 +505,11 @@ def test_transaction_state_never_leaks_to_the_next_checkout(mariadb: Any, databa
         conn.close()  # the end of the request, uncommitted
         assert request(conn, "SELECT COUNT(*) FROM t") == 0
         assert request(conn, "SELECT @@in_transaction") == 0
+        # connect() turned autocommit back on (the session kept it off through the checkin)
+        assert request(conn, "SELECT @@autocommit") == 1
+        conn.ensure_connection()
+        assert conn.get_autocommit() is True and conn.connection.get_autocommit() is True
+        conn.close()
         assert the_pool(handler).get_stats()["connections_opened"] == 1
     finally:
         handler.close_all()

@@ -220,7 +220,7 @@ class PooledDatabaseWrapperMixin(_Base):
         # configuration error never leaks a connection nor reads as "database down".
         pool = self._cg_pool_now(conn_params)
         if pool is None:
-            conn = super().get_new_connection(conn_params)
+            conn = self._cg_connect_unpooled(conn_params)
             self._cg_track(conn, None)
             return conn
         conn = pool.getconn()
@@ -231,6 +231,11 @@ class PooledDatabaseWrapperMixin(_Base):
             raise
         self.connguard_pool = pool
         return conn
+
+    def _cg_connect_unpooled(self, conn_params: dict[str, Any]) -> Any:
+        """A connection of Django's own when ``OPTIONS["pool"]`` is False (a backend may
+        take out, then apply, what its driver's connect() refuses)."""
+        return super().get_new_connection(conn_params)
 
     def _cg_refuse_persistent(self) -> None:
         """CONN_MAX_AGE with an explicit pool is refused when the pool is made, as Django's

@@ -68,6 +68,7 @@ _MARIADB_CONNECTION_SOCKET = 19
 # what the driver caches on a connection object (mysqlclient's Connection has a __dict__)
 _NATIVE = "_connguard_native"
 _POLLER = "_connguard_poller"
+_STATE = "_connguard_state"
 
 
 class _ConnectorC:
@@ -76,6 +77,10 @@ class _ConnectorC:
 
     def __init__(self, enabled: bool = True) -> None:
         self.get_infov: Any = None
+        #: the same function without argtypes, for transaction_status(), which passes it
+        #: ready-made ctypes objects only (a c_void_p, a byref()); the plain ints it gets
+        #: are small enums: no conversion per argument, at every checkin
+        self.get_infov_raw: Any = None
         self.capsule_pointer: Any = None
         if not enabled:
             return
@@ -86,6 +91,9 @@ class _ConnectorC:
             return
         get_infov.restype = ctypes.c_char
         get_infov.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        raw = lib["mariadb_get_infov"]  # a new function object: its own (no) argtypes
+        raw.restype = ctypes.c_char
+        self.get_infov_raw = raw
         capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
         capsule_pointer.restype = ctypes.c_void_p
         capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
@@ -131,6 +139,24 @@ class _ConnectorC:
         ):
             return -1
         return int(value.value)
+
+
+class _Native:
+    """What transaction_status() passes to ``mariadb_get_infov`` for one connection, made at
+    its first checkin: the ``MYSQL *`` and the two result buffers with their references
+    (each connection its own: a connection is used by one thread at a time), and the poller
+    of its socket."""
+
+    __slots__ = ("fd", "poller", "ptr", "sock", "sock_ref", "status", "status_ref")
+
+    def __init__(self, c: _ConnectorC, conn: Any) -> None:
+        self.ptr = ctypes.c_void_p(c._mysql(conn))
+        self.sock = ctypes.c_int(-1)
+        self.sock_ref = ctypes.byref(self.sock)
+        self.status = ctypes.c_uint()
+        self.status_ref = ctypes.byref(self.status)
+        self.fd = -1
+        self.poller: Any = None
 
 
 _connector: _ConnectorC | None = None
@@ -211,19 +237,44 @@ class MysqlclientDriver(MySQLErrors, Driver):
         return False
 
     def transaction_status(self, conn: Any) -> int:
-        if self.is_closed(conn) or self._unread(conn):
+        c = self._c
+        if c.get_infov is None:
+            if self.is_closed(conn) or self._unread(conn):
+                return TxStatus.UNKNOWN
+            if conn.__dict__.pop(self._ROLLED_BACK, False):
+                return TxStatus.IDLE
+            return TxStatus.INTRANS
+        # libmariadb, at every checkin: the same three questions as is_closed(), _unread()
+        # and server_status() ask, with the per-connection ctypes arguments made once
+        get_infov = c.get_infov_raw
+        try:
+            native = conn.__dict__.get(_STATE)
+            if native is None:
+                native = conn.__dict__[_STATE] = _Native(c, conn)
+            if not conn.open or conn.errno() in DISCONNECT_CODES:
+                return TxStatus.UNKNOWN
+            sock = native.sock
+            sock.value = -1
+            if get_infov(native.ptr, _MARIADB_CONNECTION_SOCKET, native.sock_ref) != b"\x00":
+                return TxStatus.UNKNOWN  # the library cannot say: as closed
+            fd = sock.value
+            if fd < 0:
+                return TxStatus.UNKNOWN  # closed
+            if native.fd != fd:
+                native.fd, native.poller = fd, self.make_poller(fd)
+            if native.poller.poll(0):  # unread rows, or the server hung up
+                return TxStatus.UNKNOWN
+            if (
+                get_infov(native.ptr, _MARIADB_CONNECTION_SERVER_STATUS, native.status_ref)
+                != b"\x00"
+            ):
+                return TxStatus.UNKNOWN
+            status = native.status.value
+        except Exception:
             return TxStatus.UNKNOWN
-        if self._c.get_infov is not None:
-            try:
-                status = self._c.server_status(conn)
-            except Exception:
-                return TxStatus.UNKNOWN
-            if status & _SERVER_MORE_RESULTS_EXIST:  # a CALL's further results unread
-                return TxStatus.UNKNOWN
-            return TxStatus.INTRANS if status & _SERVER_STATUS_IN_TRANS else TxStatus.IDLE
-        if conn.__dict__.pop(self._ROLLED_BACK, False):
-            return TxStatus.IDLE
-        return TxStatus.INTRANS
+        if status & _SERVER_MORE_RESULTS_EXIST:  # a CALL's further results unread
+            return TxStatus.UNKNOWN
+        return TxStatus.INTRANS if status & _SERVER_STATUS_IN_TRANS else TxStatus.IDLE
 
     def _unread(self, conn: Any) -> bool:
         """Bytes wait on the socket of a connection that should be quiet: rows of an

@@ -31,7 +31,7 @@ from django.db.backends.mysql import base as mysql
 
 from connguard.backends.mixin import PooledDatabaseWrapperMixin
 from connguard.backends.mysql.creation import DatabaseCreation
-from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
+from connguard.drivers.tcp import TCP_KEYS, apply_tcp, split_tcp, tcp_settings
 
 
 class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
@@ -52,23 +52,66 @@ class DatabaseWrapper(PooledDatabaseWrapperMixin, mysql.DatabaseWrapper):
             )
         return "mysqlclient"
 
+    def get_connection_params(self) -> dict[str, Any]:
+        # Django's MySQL get_connection_params() copies OPTIONS into the connect() keywords
+        # last, untouched: OPTIONS["pool"] is taken out of its result (at every connect, so
+        # cheaper than hiding it from a copy of settings_dict as the mixin does)
+        params = super(PooledDatabaseWrapperMixin, self).get_connection_params()
+        params.pop("pool", None)
+        return params
+
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         # TCP keepalive: the libpq keys in OPTIONS (keepalives, keepalives_idle, ...), which
         # MySQLdb.connect() would refuse, are set on the socket after connecting; a bad value
-        # is found before a checkout
-        params, given = split_tcp(conn_params)
+        # is found before a checkout (at every connect: looked up key by key, no copies when
+        # there are none). The pool's connections: _cg_connect_params() leaves the TCP keys
+        # out of the connect keywords, the pool is told them (_cg_pool_kwargs) and its driver
+        # sets them on the socket, over connguard's defaults; not pooled: see below.
+        for key in TCP_KEYS:
+            if key in conn_params:
+                self._cg_tcp_settings(conn_params)
+                break
+        return super().get_new_connection(conn_params)
+
+    def _cg_tcp_settings(self, conn_params: dict[str, Any]) -> dict[str, int]:
+        """The TCP keys of *conn_params* as numbers (none: ``{}``); a bad one is raised as
+        ``ImproperlyConfigured`` naming the alias, the key, the value and what it takes."""
         try:
-            settings = tcp_settings(given, defaults=False)
+            return tcp_settings(split_tcp(conn_params)[1], defaults=False)
         except ValueError as exc:
             raise ImproperlyConfigured(f"DATABASES[{self.alias!r}]['OPTIONS']: {exc}") from None
-        if self.connguard_config is not None:
-            # the pool's connections: _cg_connect_params() leaves the TCP keys out of the
-            # connect keywords, the pool is told them (_cg_pool_kwargs) and its driver sets
-            # them on the socket, over connguard's defaults
-            return super().get_new_connection(conn_params)
-        conn = super().get_new_connection(params)  # not pooled: as Django, with your values
+
+    def _cg_connect_unpooled(self, conn_params: dict[str, Any]) -> Any:
+        # not pooled: as Django, with your TCP values set on the socket
+        settings = self._cg_tcp_settings(conn_params)
+        conn = super()._cg_connect_unpooled(split_tcp(conn_params)[0] if settings else conn_params)
         apply_tcp(self._cg_driver.fileno(conn), settings)
         return conn
+
+    def set_autocommit(
+        self, autocommit: bool, force_begin_transaction_with_broken_autocommit: bool = False
+    ) -> None:
+        # Django's connect() turns autocommit on for each connection it gets: a pooled one
+        # almost always is already (mysqlclient's and PyMySQL's autocommit() would then
+        # send nothing either), so at connect() only the flag is set, without Django's
+        # checks around it (no atomic block: connect() just reset that; the checkout checked
+        # the connection). Anything else, or a status that cannot be read: Django's way.
+        conn = self.connection
+        if (
+            autocommit
+            and self._cg_connecting
+            and conn is not None
+            and self.connguard_pool is not None
+            and not self.run_commit_hooks_on_set_autocommit_on
+        ):
+            try:
+                on = conn.get_autocommit()
+            except Exception:
+                on = False
+            if on is True:
+                self.autocommit = True
+                return
+        super().set_autocommit(autocommit, force_begin_transaction_with_broken_autocommit)
 
     def _cg_pool_kwargs(self, conn_params: dict[str, Any]) -> dict[str, Any] | None:
         """The TCP keys of OPTIONS, and its read_timeout: the pool's driver reads them after
