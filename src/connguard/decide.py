@@ -114,7 +114,22 @@ _SHED = Decision(Next.SHED)
 def checkout(
     state: State, breaker: Breaker, ceiling: Ceiling, now: float, wait_probe: bool
 ) -> Decision:
-    """A caller found no idle connection: what does it do next?
+    """A caller found no idle connection: what does it do next? (:func:`checkout_counts`
+    on a :class:`State`.)"""
+    return checkout_counts(
+        state.closed, state.idle, state.size, state.max_size, state.waiting, state.filling,
+        state.max_waiting, breaker, ceiling, now, wait_probe,
+    )  # fmt: skip
+
+
+def checkout_counts(
+    closed: bool, idle: int, size: int, max_size: int, waiting: int, filling: int,
+    max_waiting: int, breaker: Breaker, ceiling: Ceiling, now: float, wait_probe: bool,
+) -> Decision:  # fmt: skip
+    """:func:`checkout` on the numbers themselves: the sync pool calls this one with its lock
+    held, where building a :class:`State` first would lengthen the locked step that every
+    queued checkout takes (measured: 32 threads over 8 connections lost ~8 % of their
+    throughput to it).
 
     Look at the idle list again when one came back; connect when a slot is free, nobody
     queues before it and no warm-up connect is under way (while the breaker is open, only
@@ -122,11 +137,11 @@ def checkout(
     probe under way, once per checkout: *wait_probe*); else queue, unless ``max_waiting``
     callers already do. On ``CONNECT`` the breaker counts the attempt as under way; the
     caller reserves the slot."""
-    if state.closed:
+    if closed:
         return _CLOSED
-    if state.idle:
+    if idle:
         return _RETRY  # one came back meanwhile: take it
-    if state.size < ceiling.limit(now, state.max_size) and not state.waiting:
+    if size < ceiling.limit(now, max_size) and not waiting:
         if breaker.down_since is not None:
             admitted = breaker.admit(now, wait_probe)
             if admitted is _REFUSED:
@@ -135,11 +150,11 @@ def checkout(
                 return _CONNECT
             assert isinstance(admitted, threading.Event)
             return Decision(Next.AWAIT_PROBE, admitted)
-        if not state.filling:
+        if not filling:
             return _CONNECT
         # the warm-up is opening a connection right now: wait for it rather than open one
         # more (the fill hands it over, then gives the other waiters slots)
-    if state.max_waiting and state.waiting >= state.max_waiting:
+    if max_waiting and waiting >= max_waiting:
         return _SHED
     return _QUEUE
 

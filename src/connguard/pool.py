@@ -295,9 +295,11 @@ class ConnectionPool:
         cheap probe of an absent server is under way, the caller is told to await it (once
         per getconn, *wait_probe*): its outcome takes milliseconds and, when the server is
         back, spares the caller a needless failure."""
-        decision = decide.checkout(
-            self._state_locked(), self._breaker, self._ceiling, now, wait_probe
-        )
+        decision = decide.checkout_counts(
+            self._closed, len(self._idle), self._size, self._max_size, len(self._waiters),
+            self._filling, self.config.max_waiting, self._breaker, self._ceiling, now,
+            wait_probe,
+        )  # fmt: skip
         next_ = decision.next
         if next_ is Next.CLOSED:
             raise PoolClosed(errors.closed_text(self.name, self._opened))
