@@ -533,11 +533,7 @@ class ConnectionPool:
                         self.config.conninfo, dict(self.config.kwargs), timeout
                     ),
                 )
-                try:
-                    self._driver.after_connect(conn, self.config.conninfo, self.config.kwargs)
-                except BaseException:
-                    self._driver.close(conn)
-                    raise
+                self._driver.finish_connect(conn, self.config.conninfo, self.config.kwargs)
             else:
                 conn = self._driver.connect(self.config.conninfo, dict(self.config.kwargs), timeout)
             if self._check_new_role:

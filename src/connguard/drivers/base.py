@@ -226,6 +226,15 @@ class Driver:
         *kwargs*): e.g. TCP keepalive set on the socket, for a library that has no option
         for it. This base does nothing (libpq takes them as connect keywords)."""
 
+    def finish_connect(self, conn: Any, conninfo: str, kwargs: Mapping[str, Any]) -> Any:
+        """*conn* after :meth:`after_connect`; closed, and the error raised, when that fails."""
+        try:
+            self.after_connect(conn, conninfo, kwargs)
+        except BaseException:
+            self.close(conn)
+            raise
+        return conn
+
     def fileno(self, conn: Any) -> int:
         """The socket's file descriptor, or -1 when there is none."""
         try:

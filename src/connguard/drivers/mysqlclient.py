@@ -196,12 +196,7 @@ class MysqlclientDriver(MySQLErrors, Driver):
             with contextlib.suppress(Exception):
                 st = os.fstat(conn.fileno())
                 setattr(conn, self._SOCKET, (st.st_dev, st.st_ino))
-        try:
-            self.after_connect(conn, conninfo, kwargs)
-        except BaseException:
-            self.close(conn)
-            raise
-        return conn
+        return self.finish_connect(conn, conninfo, kwargs)
 
     def connect_params(
         self, conninfo: str, kwargs: dict[str, Any], timeout: float | None

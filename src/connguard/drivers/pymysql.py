@@ -110,12 +110,7 @@ class PymysqlDriver(MySQLErrors, Driver):
     def connect(self, conninfo: str, kwargs: dict[str, Any], timeout: float | None) -> Any:
         params = _user_params(conninfo, kwargs)
         conn = pymysql.connect(**self.connect_params(conninfo, params, timeout))
-        try:
-            self.after_connect(conn, conninfo, kwargs)
-        except BaseException:
-            self.close(conn)
-            raise
-        return conn
+        return self.finish_connect(conn, conninfo, kwargs)
 
     def connect_params(
         self, conninfo: str, kwargs: dict[str, Any], timeout: float | None
