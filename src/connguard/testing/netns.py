@@ -258,13 +258,24 @@ class NetnsServer(RigProcess):
 
     netns: Netns
 
-    def _join(self, netns: Netns) -> int:
-        """Before the server's own ``__init__``: its host is the namespace's address; returns
-        its port (the namespace is empty: any port is free there, none of the host's is
-        touched)."""
+    #: the server's setting that makes it listen on one address only
+    listen_setting: str
+
+    def __init__(
+        self,
+        netns: Netns,
+        base_dir: str | os.PathLike[str] | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        """The server's own ``__init__`` with the namespace's address as its host and its
+        only listen address, and a random port (the namespace is empty: any port is free
+        there, none of the host's is touched)."""
         self.netns = netns
         self.host = netns.ns_addr
-        return random.Random().randrange(20000, 60000)
+        port = random.Random().randrange(20000, 60000)
+        super().__init__(  # type: ignore[call-arg]  # the server class after this mixin
+            base_dir, port, {**(settings or {}), self.listen_setting: netns.ns_addr}
+        )
 
     def _wrapper(self, real: Path) -> Path:
         """The script that runs *real* inside the namespace as the unprivileged user."""
@@ -307,14 +318,7 @@ class NetnsPostgresServer(NetnsServer, PostgresServer):
     """The rig's throwaway PostgreSQL, run inside *netns* and listening on its address only
     (``listen_addresses``; ``pg_hba.conf`` trusts the host end of the veth pair)."""
 
-    def __init__(
-        self,
-        netns: Netns,
-        base_dir: str | os.PathLike[str] | None = None,
-        settings: Mapping[str, object] | None = None,
-    ) -> None:
-        port = self._join(netns)
-        super().__init__(base_dir, port, {**(settings or {}), "listen_addresses": netns.ns_addr})
+    listen_setting = "listen_addresses"
 
     def _initdb(self) -> None:
         super()._initdb()
@@ -334,14 +338,7 @@ class NetnsMariaDBServer(NetnsServer, MariaDBServer):
     the application account (``connguard``, from any host) connects over TCP from the host
     side."""
 
-    def __init__(
-        self,
-        netns: Netns,
-        base_dir: str | os.PathLike[str] | None = None,
-        settings: Mapping[str, object] | None = None,
-    ) -> None:
-        port = self._join(netns)
-        super().__init__(base_dir, port, {**(settings or {}), "bind-address": netns.ns_addr})
+    listen_setting = "bind-address"
 
 
 def _sh_quote(text: str) -> str:
