@@ -59,6 +59,13 @@ class Check(enum.Enum):
     PING = "ping"  # idle past ping_interval, or its socket stirred: ping it, then lend it
 
 
+# The members again as module globals, for the hot paths: ``Check.LEND`` is a lookup on the
+# enum class (about 130 ns on Python 3.11, 35 ns on 3.12), a global about 10 ns, and a queued
+# checkout asks a dozen such questions (with the pool's lock held, for some).
+LEND, EXPIRED, DISCARD, RECHECK = Check.LEND, Check.EXPIRED, Check.DISCARD, Check.RECHECK
+PING = Check.PING
+
+
 def check_idle(
     entry: Entry,
     now: float,
@@ -72,12 +79,12 @@ def check_idle(
     current generation are checked); *stirred*: its socket is readable (the server spoke
     unasked: it ended the session, or data was left unread)."""
     if now >= entry.expires:
-        return Check.EXPIRED
+        return EXPIRED
     if entry.generation != generation:
-        return Check.DISCARD if entry.generation < floor else Check.RECHECK
+        return DISCARD if entry.generation < floor else RECHECK
     if now - entry.last_used >= ping_interval or stirred:
-        return Check.PING
-    return Check.LEND
+        return PING
+    return LEND
 
 
 # -- whether to connect ------------------------------------------------------------------------
@@ -96,6 +103,11 @@ class Next(enum.Enum):
     SHED = "shed"  # max_waiting callers are queued already
 
 
+# (module globals, as for Check above)
+RETRY, CONNECT, AWAIT_PROBE, QUEUED = Next.RETRY, Next.CONNECT, Next.AWAIT_PROBE, Next.QUEUED
+CLOSED, FAIL_FAST, SHED = Next.CLOSED, Next.FAIL_FAST, Next.SHED
+
+
 class Decision(NamedTuple):
     """What :func:`checkout` decided: :attr:`next`, and for ``AWAIT_PROBE`` what to wait on."""
 
@@ -103,12 +115,12 @@ class Decision(NamedTuple):
     event: threading.Event | None = None  # set when the probe under way ends
 
 
-_RETRY = Decision(Next.RETRY)
-_CONNECT = Decision(Next.CONNECT)
-_QUEUE = Decision(Next.QUEUED)
-_CLOSED = Decision(Next.CLOSED)
-_FAIL_FAST = Decision(Next.FAIL_FAST)
-_SHED = Decision(Next.SHED)
+_RETRY = Decision(RETRY)
+_CONNECT = Decision(CONNECT)
+_QUEUE = Decision(QUEUED)
+_CLOSED = Decision(CLOSED)
+_FAIL_FAST = Decision(FAIL_FAST)
+_SHED = Decision(SHED)
 
 
 def checkout(
@@ -149,7 +161,7 @@ def checkout_counts(
             if admitted is _ADMITTED:
                 return _CONNECT
             assert isinstance(admitted, threading.Event)
-            return Decision(Next.AWAIT_PROBE, admitted)
+            return Decision(AWAIT_PROBE, admitted)
         if not filling:
             return _CONNECT
         # the warm-up is opening a connection right now: wait for it rather than open one

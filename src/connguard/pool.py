@@ -53,7 +53,18 @@ from connguard import shutdown as _shutdown  # noqa: F401 - closes pools at exit
 from connguard.breaker import ABSENT_PROBE_COST, Breaker
 from connguard.ceiling import Ceiling
 from connguard.config import PoolConfig, build_config, mask_conninfo
-from connguard.decide import Check, Next
+from connguard.decide import (
+    AWAIT_PROBE,
+    CLOSED,
+    CONNECT,
+    DISCARD,
+    EXPIRED,
+    FAIL_FAST,
+    PING,
+    RECHECK,
+    RETRY,
+    SHED,
+)
 from connguard.drivers import Driver, Role, TxStatus, get_driver
 from connguard.drivers.base import is_ping_timeout
 from connguard.entry import (
@@ -66,7 +77,7 @@ from connguard.entry import (
 )
 from connguard.errors import PoolClosed, PoolError, one_line
 from connguard.stats import Stats
-from connguard.waiters import RETRY, Verdict, Waiter
+from connguard.waiters import Verdict, Waiter
 
 logger = logging.getLogger("connguard.pool")
 
@@ -206,12 +217,16 @@ class ConnectionPool:
         deadline = now + timeout
         idle = self._idle
         wait_probe = True
+        handed: Entry | None = None  # granted to us in the queue by a returning caller
         while True:
             # Fast path, lock-free: list.pop() and dict item assignment are atomic.
-            try:
-                entry: Entry | None = idle.pop()
-            except IndexError:
-                entry = None
+            if handed is None:
+                try:
+                    entry: Entry | None = idle.pop()
+                except IndexError:
+                    entry = None
+            else:  # checked like an idle one, from now: the wait is not holding time
+                entry, handed, now = handed, None, monotonic()
             if entry is not None:
                 conn = entry.conn
                 key = id(conn)
@@ -233,28 +248,26 @@ class ConnectionPool:
                 with self._lock:
                     verdict = self._reserve(now, deadline, wait_probe)
                 next_ = verdict.next
-                if next_ is Next.RETRY:
+                if next_ is RETRY:
                     idle = self._idle  # changed by a fork; or an entry is back: retry
-                elif next_ is Next.AWAIT_PROBE:
+                elif next_ is AWAIT_PROBE:
                     wait_probe = False
                     assert verdict.event is not None
                     verdict.event.wait(max(0.0, min(deadline - now, ABSENT_PROBE_COST)))
+                elif next_ is CONNECT:
+                    entry = self._open_connection(deadline)
                 else:
-                    if next_ is Next.CONNECT:
-                        entry = self._open_connection(deadline)
-                    else:
-                        assert verdict.waiter is not None
-                        entry = self._wait(verdict.waiter, deadline, timeout)
-                        if entry is None:  # granted a slot: connect with it
-                            entry = self._open_connection(deadline)
-                        elif not self._revalidate_granted(entry):
-                            entry = None
-                    if entry is not None:
-                        conn = entry.conn
-                        key = id(conn)
-                        self._out[key] = entry
-                        # now, not the caller's start: the wait or connect is not holding time
-                        now = monotonic()
+                    assert isinstance(verdict, Waiter)
+                    handed = self._wait(verdict, deadline, timeout)
+                    if handed is not None:
+                        continue  # check it as above
+                    entry = self._open_connection(deadline)  # granted a slot: connect
+                if entry is not None:  # a new connection: lend it
+                    conn = entry.conn
+                    key = id(conn)
+                    self._out[key] = entry
+                    # now, not the caller's start: the connect is not holding time
+                    now = monotonic()
                 lend = entry is not None
             if lend:
                 assert entry is not None
@@ -274,11 +287,6 @@ class ConnectionPool:
             now = monotonic()
             if now >= deadline:
                 raise self._timeout_error(timeout)
-
-    def _revalidate_granted(self, entry: Entry) -> bool:
-        """An entry a returning caller handed over while we queued: check it like an idle one."""
-        self._out[id(entry.conn)] = entry
-        return self._revalidate(entry, monotonic())
 
     def _log_fork_report(self) -> None:
         """Once per process after a fork: which inherited connections were abandoned."""
@@ -301,22 +309,22 @@ class ConnectionPool:
             wait_probe,
         )  # fmt: skip
         next_ = decision.next
-        if next_ is Next.CLOSED:
+        if next_ is CLOSED:
             raise PoolClosed(errors.closed_text(self.name, self._opened))
         if self._worker is None:
             self._start_worker_locked()
         self._parked = False  # used again: min_size applies again
-        if next_ is Next.RETRY:
-            return RETRY
-        if next_ is Next.CONNECT:
+        if next_ is RETRY:
+            return waiters.RETRY
+        if next_ is CONNECT:
             self._size += 1
             return waiters.CONNECT
-        if next_ is Next.AWAIT_PROBE:
+        if next_ is AWAIT_PROBE:
             assert decision.event is not None
             return Verdict.await_probe(decision.event)
-        if next_ is Next.FAIL_FAST:
+        if next_ is FAIL_FAST:
             raise self._unavailable_error()
-        if next_ is Next.SHED:
+        if next_ is SHED:
             self._counts["requests_shed"] += 1
             raise errors.too_many_requests(self._snapshot(), self.config.max_waiting)
         waiter = waiters.Waiter()
@@ -325,7 +333,7 @@ class ConnectionPool:
         # putconn() appends to idle without the lock, then looks for waiters: look at idle
         # again after queueing, so that one of the two always sees the other (no lost wakeup).
         waiters.hand_over(self._waiters, self._idle)
-        return Verdict.queued(waiter)
+        return waiter  # (a Verdict: QUEUED, on itself)
 
     def _state_locked(self) -> decide.State:
         """The numbers :mod:`connguard.decide` decides on (call with the lock held)."""
@@ -399,20 +407,20 @@ class ConnectionPool:
             self._ping_interval,
             bool(entry.poller.poll(0)),
         )
-        if check is Check.EXPIRED:
+        if check is EXPIRED:
             self._retire(entry, "connections_expired")
             return False
-        if check is Check.DISCARD:
+        if check is DISCARD:
             self._retire(entry, "connections_discarded")
             return False
         conn = entry.conn
-        if check is Check.RECHECK:
+        if check is RECHECK:
             # invalidated (an error said the server changed role or went away): check it
             generation = self._generation
             if not self._check_after_invalidation(entry):
                 return False
             entry.generation = generation
-        elif check is Check.PING:
+        elif check is PING:
             self._count("pings")
             try:
                 self._driver.ping(conn, self.config.ping_timeout)

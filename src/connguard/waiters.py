@@ -3,8 +3,10 @@
 The pool's locked step for such a caller (``ConnectionPool._reserve``, on the decision of
 :func:`connguard.decide.checkout`) answers with a :class:`Verdict`, one meaning: what the
 caller does next, outside the lock — look at the idle list again, open a connection with the
-slot it now holds, wait for a probe of the server to end, or wait in the queue. A queued :class:`Waiter` is later granted a connection, or a slot
-to connect with, or woken because the pool closed or the breaker opened. Hand-off is oldest
+slot it now holds, wait for a probe of the server to end, or wait in the queue: then the
+verdict is the caller's :class:`Waiter` itself (one object per queued checkout, not two). A
+queued waiter is later granted a connection, or a slot to connect with, or woken because the
+pool closed or the breaker opened. Hand-off is oldest
 caller first (:func:`hand_over`); the newest connection goes first (the idle list is a stack).
 
 Nothing here blocks while holding the pool's lock, and nothing does I/O; a second front end
@@ -18,6 +20,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
+from connguard import decide
 from connguard.decide import Next
 
 if TYPE_CHECKING:
@@ -26,40 +29,33 @@ if TYPE_CHECKING:
 
 class Verdict:
     """The answer of the pool's locked step: :attr:`next` (never a refusal: those are raised),
-    and what to wait on."""
+    and for ``AWAIT_PROBE`` the event to wait on (``QUEUED``: the verdict is a :class:`Waiter`)."""
 
-    __slots__ = ("event", "next", "waiter")
+    __slots__ = ("event", "next")
 
-    def __init__(
-        self,
-        next: Next,
-        event: threading.Event | None = None,
-        waiter: Waiter | None = None,
-    ) -> None:
+    def __init__(self, next: Next, event: threading.Event | None = None) -> None:
         self.next = next
         self.event = event
-        self.waiter = waiter
 
     @classmethod
     def await_probe(cls, event: threading.Event) -> Verdict:
-        return cls(Next.AWAIT_PROBE, event=event)
-
-    @classmethod
-    def queued(cls, waiter: Waiter) -> Verdict:
-        return cls(Next.QUEUED, waiter=waiter)
+        return cls(decide.AWAIT_PROBE, event)
 
 
-RETRY = Verdict(Next.RETRY)
-CONNECT = Verdict(Next.CONNECT)
+RETRY = Verdict(decide.RETRY)
+CONNECT = Verdict(decide.CONNECT)
 
 
-class Waiter:
-    """A queued getconn(): granted either a connection entry or a slot to connect with, or
-    told that the breaker is open (``down``: fail fast rather than connect)."""
+class Waiter(Verdict):
+    """A queued getconn(), and the verdict that queued it (``QUEUED``): granted either a
+    connection entry or a slot to connect with, or told that the breaker is open (``down``:
+    fail fast rather than connect)."""
 
     __slots__ = ("closed", "down", "entry", "lock", "slot")
 
     def __init__(self) -> None:
+        self.next = decide.QUEUED
+        self.event = None
         self.lock = threading.Lock()
         self.lock.acquire()
         self.entry: Entry | None = None
