@@ -54,7 +54,8 @@ from connguard import forking
 from connguard.backends import parent as _parent  # noqa: F401 - see its docstring
 from connguard.backends import registry
 from connguard.config import PoolConfig
-from connguard.drivers import Driver, TxStatus, get_driver
+from connguard.drivers import Driver, get_driver
+from connguard.drivers.base import TX_IDLE, TX_UNKNOWN
 from connguard.entry import ALWAYS_READABLE
 from connguard.pool import ConnectionPool
 
@@ -473,7 +474,7 @@ class PooledDatabaseWrapperMixin(_Base):
         # server hung up (MySQL: its goodbye packet waits unread): the ping decides then
         try:
             status = self._cg_driver.transaction_status(self.connection)
-            return status == TxStatus.IDLE or status == TxStatus.UNKNOWN
+            return status in (TX_IDLE, TX_UNKNOWN)
         except Exception:
             return True  # status unreadable: the connection is broken
 

@@ -22,6 +22,12 @@ class TxStatus(enum.IntEnum):
     UNKNOWN = 4
 
 
+# The members every checkin (MySQL) or statement outside a request asks about, as module
+# globals: an enum member is a lookup on its class (about 130 ns on Python 3.11), a global
+# about 10 ns.
+TX_IDLE, TX_INTRANS, TX_UNKNOWN = TxStatus.IDLE, TxStatus.INTRANS, TxStatus.UNKNOWN
+
+
 _POLL_DEAD = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR | select.POLLNVAL
 _devnull_fd: int | None = None
 _CAPACITY_MESSAGES = (

@@ -47,7 +47,7 @@ from typing import Any
 import MySQLdb
 import MySQLdb._mysql
 
-from connguard.drivers.base import Driver, TxStatus, poll_wait
+from connguard.drivers.base import TX_IDLE, TX_INTRANS, TX_UNKNOWN, Driver, poll_wait
 from connguard.drivers.mysql_common import (
     CR_SERVER_GONE_ERROR,
     CR_SERVER_LOST,
@@ -235,10 +235,10 @@ class MysqlclientDriver(MySQLErrors, Driver):
         c = self._c
         if c.get_infov is None:
             if self.is_closed(conn) or self._unread(conn):
-                return TxStatus.UNKNOWN
+                return TX_UNKNOWN
             if conn.__dict__.pop(self._ROLLED_BACK, False):
-                return TxStatus.IDLE
-            return TxStatus.INTRANS
+                return TX_IDLE
+            return TX_INTRANS
         # libmariadb, at every checkin: the same three questions as is_closed(), _unread()
         # and server_status() ask, with the per-connection ctypes arguments made once
         get_infov = c.get_infov_raw
@@ -247,29 +247,29 @@ class MysqlclientDriver(MySQLErrors, Driver):
             if native is None:
                 native = conn.__dict__[_STATE] = _Native(c, conn)
             if not conn.open or conn.errno() in DISCONNECT_CODES:
-                return TxStatus.UNKNOWN
+                return TX_UNKNOWN
             sock = native.sock
             sock.value = -1
             if get_infov(native.ptr, _MARIADB_CONNECTION_SOCKET, native.sock_ref) != b"\x00":
-                return TxStatus.UNKNOWN  # the library cannot say: as closed
+                return TX_UNKNOWN  # the library cannot say: as closed
             fd = sock.value
             if fd < 0:
-                return TxStatus.UNKNOWN  # closed
+                return TX_UNKNOWN  # closed
             if native.fd != fd:
                 native.fd, native.poller = fd, self.make_poller(fd)
             if native.poller.poll(0):  # unread rows, or the server hung up
-                return TxStatus.UNKNOWN
+                return TX_UNKNOWN
             if (
                 get_infov(native.ptr, _MARIADB_CONNECTION_SERVER_STATUS, native.status_ref)
                 != b"\x00"
             ):
-                return TxStatus.UNKNOWN
+                return TX_UNKNOWN
             status = native.status.value
         except Exception:
-            return TxStatus.UNKNOWN
+            return TX_UNKNOWN
         if status & _SERVER_MORE_RESULTS_EXIST:  # a CALL's further results unread
-            return TxStatus.UNKNOWN
-        return TxStatus.INTRANS if status & _SERVER_STATUS_IN_TRANS else TxStatus.IDLE
+            return TX_UNKNOWN
+        return TX_INTRANS if status & _SERVER_STATUS_IN_TRANS else TX_IDLE
 
     def _unread(self, conn: Any) -> bool:
         """Bytes wait on the socket of a connection that should be quiet: rows of an

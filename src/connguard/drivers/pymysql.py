@@ -45,7 +45,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import COMMAND, SERVER_STATUS
 
-from connguard.drivers.base import Driver, TxStatus, poll_wait
+from connguard.drivers.base import TX_IDLE, TX_INTRANS, TX_UNKNOWN, Driver, poll_wait
 from connguard.drivers.mysql_common import CR_SERVER_GONE_ERROR, CR_SERVER_LOST, MySQLErrors
 from connguard.drivers.mysql_common import parse_conninfo as _parse_conninfo
 from connguard.drivers.tcp import apply_tcp, split_tcp, tcp_settings
@@ -152,23 +152,23 @@ class PymysqlDriver(MySQLErrors, Driver):
 
     def transaction_status(self, conn: Any) -> int:
         if conn._sock is None:
-            return TxStatus.UNKNOWN
+            return TX_UNKNOWN
         result = conn._result
         if result is not None and (result.unbuffered_active or result.has_next):
-            return TxStatus.UNKNOWN  # rows or result sets not read
+            return TX_UNKNOWN  # rows or result sets not read
         if self._unread(conn):
-            return TxStatus.UNKNOWN
+            return TX_UNKNOWN
         status = conn.server_status or 0
         if status & _IN_TRANS:
-            return TxStatus.INTRANS
+            return TX_INTRANS
         if status & _AUTOCOMMIT:
-            return TxStatus.IDLE
+            return TX_IDLE
         # autocommit off: only an OK packet (a write, SET, COMMIT, a ping...) says whether a
         # statement opened a transaction; a result set's end or an error does not
         current = conn.__dict__.get(_CURRENT)
         if current is None:  # not opened by this driver: its last result tells
             current = result is not None and not result.field_count
-        return TxStatus.IDLE if current else TxStatus.INTRANS
+        return TX_IDLE if current else TX_INTRANS
 
     def _unread(self, conn: Any) -> bool:
         fd = self.fileno(conn)
