@@ -1,6 +1,9 @@
 """A DiscoverRunner that also writes every test's outcome to ``$CGSUITE_RESULTS`` (JSON), so
 that ``scripts/django-suite`` can hold the run against the expected-failures list without
-parsing text. Works with ``--parallel``: the workers' events are replayed into this result."""
+parsing text. Works with ``--parallel``: the workers' events are replayed into this result,
+a class's or module's skip or error included (Django's own replay files those under the
+test that ran last in the worker, so that test was recorded as skipped and the skipped
+class's tests got no outcome at all)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import os
 import unittest
 from typing import Any
 
-from django.test.runner import DiscoverRunner
+from django.test.runner import DiscoverRunner, ParallelTestSuite, RemoteTestResult, RemoteTestRunner
 from django.test.utils import iter_test_cases
 
 
@@ -62,7 +65,44 @@ class RecordingResult(unittest.TextTestResult):
             self._record(test, "fail" if failure else "error")
 
 
+class _HolderResult(RemoteTestResult):
+    """A worker's result that sends a ``setUpClass``/``setUpModule`` skip or error with the
+    holder's id (``setUpClass (module.Class)``), as Django does only for an error before the
+    worker's first test."""
+
+    def addSkip(self, test: Any, reason: str) -> None:
+        if isinstance(test, unittest.suite._ErrorHolder):
+            self.events.append(("addSkip", -1, test.id(), reason))
+            unittest.TestResult.addSkip(self, test, reason)
+        else:
+            super().addSkip(test, reason)
+
+    def addError(self, test: Any, err: Any) -> None:
+        if isinstance(test, unittest.suite._ErrorHolder) and self.test_index != -1:
+            self.check_picklable(test, err)
+            self.events.append(("addError", -1, test.id(), err))
+            unittest.TestResult.addError(self, test, err)
+        else:
+            super().addError(test, err)
+
+
+class _HolderRunner(RemoteTestRunner):
+    resultclass = _HolderResult
+
+
+class _HolderParallelSuite(ParallelTestSuite):
+    runner_class = _HolderRunner
+
+    def handle_event(self, result: Any, tests: Any, event: Any) -> None:
+        if event[0] == "addSkip" and event[1] == -1 and len(event) == 4:
+            result.addSkip(unittest.suite._ErrorHolder(event[2]), event[3])
+        else:  # (an addError with index -1 and an id: Django makes the holder itself)
+            super().handle_event(result, tests, event)
+
+
 class RecordingRunner(DiscoverRunner):
+    parallel_test_suite = _HolderParallelSuite
+
     def get_resultclass(self) -> Any:
         base = super().get_resultclass()
         return RecordingResult if base is None else base  # --debug-sql, --pdb: not recorded
