@@ -66,7 +66,7 @@ from connguard.decide import (
     SHED,
 )
 from connguard.drivers import Driver, Role, TxStatus, get_driver
-from connguard.drivers.base import is_ping_timeout
+from connguard.drivers.base import TX_INTRANS, is_ping_timeout
 from connguard.entry import (
     Entry,
     Lease,
@@ -1163,7 +1163,7 @@ class _Borrowed:
         if exc is not None:
             pool.report_error(exc)
         try:
-            if exc_type is None and pool._tx_status(conn) == TxStatus.INTRANS:
+            if exc_type is None and pool._tx_status(conn) == TX_INTRANS:
                 pool._driver.commit(conn)
         finally:
             pool.putconn(conn)

@@ -6,8 +6,8 @@ caller does next, outside the lock — look at the idle list again, open a conne
 slot it now holds, wait for a probe of the server to end, or wait in the queue: then the
 verdict is the caller's :class:`Waiter` itself (one object per queued checkout, not two). A
 queued waiter is later granted a connection, or a slot to connect with, or woken because the
-pool closed or the breaker opened. Hand-off is oldest
-caller first (:func:`hand_over`); the newest connection goes first (the idle list is a stack).
+pool closed or the breaker opened. Hand-off is oldest caller first (:func:`hand_over`); the
+newest connection goes first (the idle list is a stack).
 
 Nothing here blocks while holding the pool's lock, and nothing does I/O; a second front end
 (asyncio) would keep the decisions (:mod:`connguard.decide`) and replace :class:`Waiter`'s
